@@ -1,0 +1,268 @@
+//! tachyond: the NTP server daemon.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+
+use tachyon::clock::{may_set_time, measure_precision, system_unix_ns};
+use tachyon::config::{ClockChoice, Config};
+use tachyon::proto::{LeapIndicator, SystemInfo};
+use tachyon::server::restrict::RestrictTable;
+use tachyon::server::{choose_backend, stats, Server, ServerOptions};
+use tachyon::state::{shared_state, unix_ns_to_ntp, ServerState, StatePublisher};
+
+/// The port an unprivileged tachyond falls back to when it may not bind 123
+/// (only with the embedded default configuration).
+const FALLBACK_PORT: u16 = 12300;
+const NTP_PORT: u16 = 123;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "tachyon NTP server: per-core io_uring workers for busy NTP Pool servers"
+)]
+struct Args {
+    /// Configuration file (ntp.conf syntax). Without it, the embedded default runs.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check FILE and exit: 0 when it is valid, 1 with the errors otherwise.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// Log level: error, warn, info, debug, trace (RUST_LOG overrides it).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::new()
+        .parse_filters(&args.log_level)
+        .parse_env("RUST_LOG")
+        .format_timestamp_micros()
+        .init();
+
+    if args.print_default_config {
+        print!("{}", tachyon::config::EMBEDDED_DEFAULT);
+        return ExitCode::SUCCESS;
+    }
+    if let Some(path) = args.check_config {
+        return check_config(&path);
+    }
+    match run(args.config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            for w in &config.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "{}: OK ({} upstream lines, {} restrict rules, {} warnings)",
+                path.display(),
+                config.servers.len(),
+                config.restrict.len(),
+                config.warnings.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The state served until the sync thread exists: unsynchronized, or with
+/// `local stratum N`, the host clock trusted at stratum N.
+fn initial_state(config: &Config, precision: i8) -> ServerState {
+    let mut state = ServerState::unsynchronized(precision);
+    if let Some(stratum) = config.local_stratum {
+        state.system = SystemInfo {
+            leap: LeapIndicator::NoWarning,
+            stratum,
+            precision,
+            root_delay: 0.0,
+            root_dispersion: 0.0,
+            reference_id: *b"LOCL",
+            reference_time: unix_ns_to_ntp(system_unix_ns()),
+        };
+    }
+    state
+}
+
+fn default_listen(port: u16) -> Vec<SocketAddr> {
+    let mut addrs = vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)];
+    if UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_ok() {
+        addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+    } else {
+        log::warn!("IPv6 is not available here; serving IPv4 only");
+    }
+    addrs
+}
+
+fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let embedded = config_path.is_none();
+    let config = match &config_path {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    };
+    for w in &config.warnings {
+        log::warn!("{w}");
+    }
+    log::info!(
+        "tachyond {} starting with {}",
+        env!("CARGO_PKG_VERSION"),
+        config.source
+    );
+
+    // Block the signals we handle before any thread starts, so every thread
+    // inherits the mask and only the signalfd below sees them.
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    signals.thread_block()?;
+    let signal_fd = SignalFd::new(&signals)?;
+
+    let clock_mode = match config.clock {
+        ClockChoice::Auto if may_set_time() => ClockChoice::System,
+        ClockChoice::Auto => ClockChoice::Software,
+        other => other,
+    };
+    let precision = measure_precision();
+    log::info!(
+        "clock: {clock_mode} (chosen {}), precision 2^{precision} s",
+        if config.clock == ClockChoice::Auto {
+            "automatically"
+        } else {
+            "by the configuration"
+        }
+    );
+    if config.local_stratum.is_none() {
+        log::warn!(
+            "upstream synchronization is not implemented yet: serving as unsynchronized \
+             (LI 3, stratum 0); {} upstream lines are not polled",
+            config.servers.len()
+        );
+    } else {
+        log::info!(
+            "local stratum {}: serving the host clock as a stratum {} source",
+            config.local_stratum.unwrap_or(0),
+            config.local_stratum.unwrap_or(0)
+        );
+    }
+
+    let (mut publisher, reader) = shared_state(initial_state(&config, precision));
+    let backend = choose_backend(config.io).map_err(anyhow::Error::msg)?;
+    let workers = config.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let restrict = Arc::new(RestrictTable::new(&config.restrict));
+    let options = |listen: Vec<SocketAddr>| ServerOptions {
+        listen,
+        workers,
+        backend,
+        restrict: restrict.clone(),
+        pin: true,
+    };
+    let listen = if config.listen.is_empty() {
+        default_listen(NTP_PORT)
+    } else {
+        config.listen.clone()
+    };
+    let server = match Server::start(options(listen), reader.clone()) {
+        Ok(s) => s,
+        Err(e)
+            if embedded
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::AddrInUse
+                ) =>
+        {
+            log::warn!(
+                "{e}; with the embedded default configuration tachyond falls back to port \
+                 {FALLBACK_PORT}: query it with `ntpdig -p 1 ...` or chronyd's `port {FALLBACK_PORT}`. \
+                 Run as root or with CAP_NET_BIND_SERVICE to serve port 123."
+            );
+            Server::start(options(default_listen(FALLBACK_PORT)), reader.clone())?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    log::info!(
+        "serving on {} with {workers} worker(s), backend {}",
+        addrs.join(", "),
+        server.backend().name()
+    );
+
+    let result = wait_for_signal(&signal_fd, &server, &config, &mut publisher, precision);
+    log::info!("stopping: {}", stats::summary(server.stats()));
+    server.stop()?;
+    result
+}
+
+/// Waits for SIGTERM or SIGINT while watching the workers; refreshes the local
+/// reference time when serving `local stratum`.
+fn wait_for_signal(
+    signal_fd: &SignalFd,
+    server: &Server,
+    config: &Config,
+    publisher: &mut StatePublisher,
+    precision: i8,
+) -> anyhow::Result<()> {
+    const LOCAL_REFRESH: Duration = Duration::from_secs(16);
+    let mut last_refresh = Instant::now();
+    loop {
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(signal_fd),
+            PollFlags::POLLIN,
+        )];
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => {
+                if let Some(info) = signal_fd.read_signal()? {
+                    match Signal::try_from(info.ssi_signo as i32) {
+                        Ok(Signal::SIGHUP) => log::warn!(
+                            "SIGHUP: configuration reload is not supported yet; restart to apply changes"
+                        ),
+                        Ok(sig) => {
+                            log::info!("{sig} received");
+                            return Ok(());
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if !server.healthy() {
+            anyhow::bail!("a worker stopped; exiting so the service manager can restart tachyond");
+        }
+        if config.local_stratum.is_some() && last_refresh.elapsed() >= LOCAL_REFRESH {
+            // The host clock is the reference: keep the reference time fresh so
+            // root dispersion does not grow without bound.
+            publisher.publish(&initial_state(config, precision));
+            last_refresh = Instant::now();
+        }
+    }
+}

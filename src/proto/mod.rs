@@ -1,0 +1,14 @@
+//! The NTP wire format and the server reply rules.
+//!
+//! Pure code: no I/O and no clock reads. Time is always passed in, so every rule
+//! can be tested deterministically.
+#![forbid(unsafe_code)]
+
+pub mod ext;
+pub mod packet;
+pub mod reply;
+pub mod time;
+
+pub use packet::{Header, LeapIndicator, Mode, HEADER_LEN};
+pub use reply::{respond, Access, DropReason, ReplyAction, SystemInfo};
+pub use time::{NtpShort, NtpTimestamp};

@@ -1,0 +1,237 @@
+//! Socket addresses and control messages as raw bytes, parsed and built without
+//! unsafe code. Both I/O backends hand the kernel's bytes to these functions.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// Room for any socket address we deal with (`sockaddr_in6` is 28 bytes).
+pub const SOCKADDR_SPACE: usize = 28;
+/// Room for the receive control messages: a timestamping message (3 timespecs)
+/// plus a packet-info message, with headers and alignment, and slack.
+pub const RX_CONTROL_SPACE: usize = 192;
+/// Room for the packet-info message on send.
+pub const TX_CONTROL_SPACE: usize = 64;
+
+const CMSG_HEADER: usize = std::mem::size_of::<libc::cmsghdr>();
+const ALIGN: usize = std::mem::size_of::<usize>();
+
+fn cmsg_align(len: usize) -> usize {
+    (len + ALIGN - 1) & !(ALIGN - 1)
+}
+
+fn read_usize(b: &[u8]) -> usize {
+    let mut a = [0u8; ALIGN];
+    a.copy_from_slice(&b[..ALIGN]);
+    usize::from_ne_bytes(a)
+}
+
+fn read_i32(b: &[u8]) -> i32 {
+    i32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn read_i64(b: &[u8]) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    i64::from_ne_bytes(a)
+}
+
+/// Decodes a `sockaddr_in` or `sockaddr_in6`.
+pub fn parse_sockaddr(name: &[u8]) -> Option<SocketAddr> {
+    if name.len() < 2 {
+        return None;
+    }
+    let family = u16::from_ne_bytes([name[0], name[1]]) as i32;
+    match family {
+        libc::AF_INET if name.len() >= 16 => {
+            let port = u16::from_be_bytes([name[2], name[3]]);
+            let ip = Ipv4Addr::new(name[4], name[5], name[6], name[7]);
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, port)))
+        }
+        libc::AF_INET6 if name.len() >= 28 => {
+            let port = u16::from_be_bytes([name[2], name[3]]);
+            let flowinfo = u32::from_be_bytes([name[4], name[5], name[6], name[7]]);
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&name[8..24]);
+            let scope = u32::from_ne_bytes([name[24], name[25], name[26], name[27]]);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(octets),
+                port,
+                flowinfo,
+                scope,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Encodes a socket address into `out` (at least [`SOCKADDR_SPACE`] bytes) and
+/// returns its length.
+pub fn write_sockaddr(addr: &SocketAddr, out: &mut [u8]) -> usize {
+    out[..SOCKADDR_SPACE].fill(0);
+    match addr {
+        SocketAddr::V4(a) => {
+            out[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            out[2..4].copy_from_slice(&a.port().to_be_bytes());
+            out[4..8].copy_from_slice(&a.ip().octets());
+            16
+        }
+        SocketAddr::V6(a) => {
+            out[0..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+            out[2..4].copy_from_slice(&a.port().to_be_bytes());
+            out[4..8].copy_from_slice(&a.flowinfo().to_be_bytes());
+            out[8..24].copy_from_slice(&a.ip().octets());
+            out[24..28].copy_from_slice(&a.scope_id().to_ne_bytes());
+            28
+        }
+    }
+}
+
+/// What the kernel told us about a received datagram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxMeta {
+    /// Software receive timestamp (`SCM_TIMESTAMPING` ts[0]), Unix nanoseconds.
+    pub timestamp_ns: Option<i64>,
+    /// The address the datagram was sent to, and the interface it came in on.
+    pub local: Option<(IpAddr, u32)>,
+}
+
+/// Walks a control-message buffer as the kernel laid it out (`CMSG_FIRSTHDR` /
+/// `CMSG_NXTHDR` semantics), stopping at anything malformed.
+pub fn parse_control(control: &[u8]) -> RxMeta {
+    let mut meta = RxMeta::default();
+    let mut at = 0usize;
+    while at + CMSG_HEADER <= control.len() {
+        let len = read_usize(&control[at..]);
+        if len < CMSG_HEADER || at + len > control.len() {
+            break;
+        }
+        let level = read_i32(&control[at + ALIGN..]);
+        let kind = read_i32(&control[at + ALIGN + 4..]);
+        let data = &control[at + cmsg_align(CMSG_HEADER)..at + len];
+        match (level, kind) {
+            (libc::SOL_SOCKET, libc::SCM_TIMESTAMPING) if data.len() >= 16 => {
+                let secs = read_i64(data);
+                let nanos = read_i64(&data[8..]);
+                if secs != 0 || nanos != 0 {
+                    meta.timestamp_ns = Some(secs.saturating_mul(1_000_000_000) + nanos);
+                }
+            }
+            (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) if data.len() >= 16 => {
+                let secs = read_i64(data);
+                let nanos = read_i64(&data[8..]);
+                meta.timestamp_ns = Some(secs.saturating_mul(1_000_000_000) + nanos);
+            }
+            // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst; in_addr ipi_addr; }
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) if data.len() >= 12 => {
+                let ifindex = read_i32(data) as u32;
+                let dst = Ipv4Addr::new(data[8], data[9], data[10], data[11]);
+                meta.local = Some((IpAddr::V4(dst), ifindex));
+            }
+            // struct in6_pktinfo { in6_addr ipi6_addr; unsigned ipi6_ifindex; }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if data.len() >= 20 => {
+                let mut octets = [0u8; 16];
+                octets.copy_from_slice(&data[..16]);
+                let ifindex = read_i32(&data[16..]) as u32;
+                meta.local = Some((IpAddr::V6(Ipv6Addr::from(octets)), ifindex));
+            }
+            _ => {}
+        }
+        at += cmsg_align(len);
+    }
+    meta
+}
+
+fn write_cmsg_header(out: &mut [u8], data_len: usize, level: i32, kind: i32) -> usize {
+    let len = cmsg_align(CMSG_HEADER) + data_len;
+    out[..ALIGN].copy_from_slice(&len.to_ne_bytes());
+    out[ALIGN..ALIGN + 4].copy_from_slice(&level.to_ne_bytes());
+    out[ALIGN + 4..ALIGN + 8].copy_from_slice(&kind.to_ne_bytes());
+    len
+}
+
+/// Writes the packet-info message that makes a reply leave from the address the
+/// request was sent to (needed on wildcard sockets of multi-homed hosts). Returns
+/// the control length to put in `msg_controllen`.
+pub fn write_source_pktinfo(local: IpAddr, ifindex: u32, out: &mut [u8]) -> usize {
+    out[..TX_CONTROL_SPACE].fill(0);
+    let data_at = cmsg_align(CMSG_HEADER);
+    match local {
+        IpAddr::V4(ip) => {
+            let len = write_cmsg_header(out, 12, libc::IPPROTO_IP, libc::IP_PKTINFO);
+            // ifindex 0: let routing choose the interface; ipi_spec_dst sets the source.
+            out[data_at + 4..data_at + 8].copy_from_slice(&ip.octets());
+            cmsg_align(len)
+        }
+        IpAddr::V6(ip) => {
+            let len = write_cmsg_header(out, 20, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO);
+            out[data_at..data_at + 16].copy_from_slice(&ip.octets());
+            // The interface matters for link-local sources.
+            out[data_at + 16..data_at + 20].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+            cmsg_align(len)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_round_trip() {
+        for addr in [
+            "127.0.0.1:123".parse::<SocketAddr>().unwrap(),
+            "[::1]:40000".parse().unwrap(),
+            "[fe80::1%3]:5".parse().unwrap(),
+        ] {
+            let mut buf = [0u8; SOCKADDR_SPACE];
+            let len = write_sockaddr(&addr, &mut buf);
+            assert_eq!(parse_sockaddr(&buf[..len]), Some(addr));
+        }
+        assert_eq!(parse_sockaddr(&[0u8; 1]), None);
+        assert_eq!(parse_sockaddr(&[0xffu8; 28]), None);
+    }
+
+    fn timestamping(secs: i64, nanos: i64) -> Vec<u8> {
+        let mut out = vec![0u8; 64];
+        let len = write_cmsg_header(&mut out, 48, libc::SOL_SOCKET, libc::SCM_TIMESTAMPING);
+        out[16..24].copy_from_slice(&secs.to_ne_bytes());
+        out[24..32].copy_from_slice(&nanos.to_ne_bytes());
+        out.truncate(cmsg_align(len));
+        out
+    }
+
+    #[test]
+    fn parses_timestamp_and_pktinfo() {
+        let mut control = timestamping(1_700_000_000, 123);
+        let mut pktinfo = [0u8; TX_CONTROL_SPACE];
+        let n = write_source_pktinfo("::1".parse().unwrap(), 7, &mut pktinfo);
+        control.extend_from_slice(&pktinfo[..n]);
+        let meta = parse_control(&control);
+        assert_eq!(meta.timestamp_ns, Some(1_700_000_000_000_000_123));
+        assert_eq!(meta.local, Some(("::1".parse().unwrap(), 7)));
+    }
+
+    #[test]
+    fn ipv4_pktinfo_reads_the_destination_address() {
+        let mut c = vec![0u8; 32];
+        write_cmsg_header(&mut c, 12, libc::IPPROTO_IP, libc::IP_PKTINFO);
+        c[16..20].copy_from_slice(&2i32.to_ne_bytes());
+        c[20..24].copy_from_slice(&[10, 0, 0, 9]); // spec_dst: routing's choice
+        c[24..28].copy_from_slice(&[127, 0, 0, 5]); // header destination
+        assert_eq!(
+            parse_control(&c).local,
+            Some(("127.0.0.5".parse().unwrap(), 2))
+        );
+    }
+
+    #[test]
+    fn malformed_control_is_ignored_not_a_panic() {
+        assert_eq!(parse_control(&[]), RxMeta::default());
+        assert_eq!(parse_control(&[0xff; 40]), RxMeta::default());
+        let mut c = timestamping(5, 5);
+        c[0..8].copy_from_slice(&1000usize.to_ne_bytes()); // claims more than there is
+        assert_eq!(parse_control(&c), RxMeta::default());
+        for n in 0..70 {
+            let _ = parse_control(&timestamping(1, 2)[..n.min(64)]);
+        }
+    }
+}

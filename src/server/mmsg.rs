@@ -1,0 +1,221 @@
+//! The portable backend: poll(2), then recvmmsg(2) and sendmmsg(2) in batches.
+//! Used where io_uring is unavailable (old kernels, sandboxes that forbid it) or
+//! when `io mmsg` is configured.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::server::cmsg::{
+    parse_control, parse_sockaddr, write_source_pktinfo, RxMeta, RX_CONTROL_SPACE, SOCKADDR_SPACE,
+    TX_CONTROL_SPACE,
+};
+use crate::server::responder::Responder;
+use crate::server::sockets::ListenSocket;
+
+/// Datagrams per recvmmsg/sendmmsg call.
+const BATCH: usize = 64;
+/// Receive buffer per datagram: NTS-sized requests fit; larger ones are truncated
+/// by the kernel and dropped as oversized.
+const RX_BUFFER: usize = 2048;
+/// Replies are at most 52 bytes (header plus crypto-NAK).
+const TX_BUFFER: usize = 64;
+/// Batches drained from one socket before looking at the others again.
+const MAX_BATCHES_PER_WAKEUP: usize = 16;
+
+#[repr(C, align(8))]
+struct Aligned<const N: usize>([u8; N]);
+
+struct Buffers {
+    rx_data: Vec<[u8; RX_BUFFER]>,
+    rx_name: Vec<Aligned<SOCKADDR_SPACE>>,
+    rx_control: Vec<Aligned<RX_CONTROL_SPACE>>,
+    rx_iov: Vec<libc::iovec>,
+    rx_hdr: Vec<libc::mmsghdr>,
+    tx_data: Vec<[u8; TX_BUFFER]>,
+    tx_name: Vec<Aligned<SOCKADDR_SPACE>>,
+    tx_control: Vec<Aligned<TX_CONTROL_SPACE>>,
+    tx_iov: Vec<libc::iovec>,
+    tx_hdr: Vec<libc::mmsghdr>,
+}
+
+fn zeroed_mmsghdr() -> libc::mmsghdr {
+    // SAFETY: mmsghdr is a plain C struct of integers and raw pointers, for which
+    // all-zero bytes are a valid (empty) value.
+    unsafe { std::mem::zeroed() }
+}
+
+impl Buffers {
+    fn new() -> Self {
+        let iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        Buffers {
+            rx_data: vec![[0; RX_BUFFER]; BATCH],
+            rx_name: (0..BATCH).map(|_| Aligned([0; SOCKADDR_SPACE])).collect(),
+            rx_control: (0..BATCH).map(|_| Aligned([0; RX_CONTROL_SPACE])).collect(),
+            rx_iov: vec![iov; BATCH],
+            rx_hdr: (0..BATCH).map(|_| zeroed_mmsghdr()).collect(),
+            tx_data: vec![[0; TX_BUFFER]; BATCH],
+            tx_name: (0..BATCH).map(|_| Aligned([0; SOCKADDR_SPACE])).collect(),
+            tx_control: (0..BATCH).map(|_| Aligned([0; TX_CONTROL_SPACE])).collect(),
+            tx_iov: vec![iov; BATCH],
+            tx_hdr: (0..BATCH).map(|_| zeroed_mmsghdr()).collect(),
+        }
+    }
+
+    /// Points every receive header at its buffers (the kernel rewrites the lengths).
+    fn arm_receive(&mut self) {
+        for i in 0..BATCH {
+            self.rx_iov[i].iov_base = self.rx_data[i].as_mut_ptr().cast();
+            self.rx_iov[i].iov_len = RX_BUFFER;
+            let h = &mut self.rx_hdr[i].msg_hdr;
+            h.msg_name = self.rx_name[i].0.as_mut_ptr().cast();
+            h.msg_namelen = SOCKADDR_SPACE as libc::socklen_t;
+            h.msg_iov = &mut self.rx_iov[i];
+            h.msg_iovlen = 1;
+            h.msg_control = self.rx_control[i].0.as_mut_ptr().cast();
+            h.msg_controllen = RX_CONTROL_SPACE as _;
+            h.msg_flags = 0;
+            self.rx_hdr[i].msg_len = 0;
+        }
+    }
+}
+
+/// Runs the worker loop until `shutdown` becomes readable.
+pub fn run(
+    sockets: &[ListenSocket],
+    responder: &mut Responder,
+    shutdown: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let mut buffers = Buffers::new();
+    loop {
+        let mut fds: Vec<PollFd> = sockets
+            .iter()
+            .map(|s| PollFd::new(s.socket.as_fd(), PollFlags::POLLIN))
+            .collect();
+        fds.push(PollFd::new(shutdown, PollFlags::POLLIN));
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        if ready[sockets.len()] {
+            return Ok(());
+        }
+        for (socket, _) in sockets.iter().zip(&ready).filter(|(_, r)| **r) {
+            for _ in 0..MAX_BATCHES_PER_WAKEUP {
+                let received = serve_batch(socket, responder, &mut buffers);
+                if received < BATCH {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Receives up to one batch from `socket`, answers it, and returns how many
+/// datagrams were received.
+fn serve_batch(socket: &ListenSocket, responder: &mut Responder, b: &mut Buffers) -> usize {
+    b.arm_receive();
+    let fd = socket.socket.as_raw_fd();
+    // SAFETY: every header points at buffers owned by `b` that outlive the call,
+    // with lengths matching their sizes; BATCH headers are available.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            b.rx_hdr.as_mut_ptr(),
+            BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n <= 0 {
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::WouldBlock && err.kind() != io::ErrorKind::Interrupted {
+                responder.stats().recv_errors.bump();
+            }
+        }
+        return 0;
+    }
+    let n = n as usize;
+    responder.begin_batch();
+    let mut replies = 0usize;
+    for i in 0..n {
+        let hdr = &b.rx_hdr[i];
+        let len = hdr.msg_len as usize;
+        let flags = hdr.msg_hdr.msg_flags;
+        let name_len = (hdr.msg_hdr.msg_namelen as usize).min(SOCKADDR_SPACE);
+        let control_len = hdr.msg_hdr.msg_controllen.min(RX_CONTROL_SPACE);
+        if flags & libc::MSG_TRUNC != 0 {
+            responder.stats().received.bump();
+            responder.stats().drop_truncated.bump();
+            continue;
+        }
+        let Some(peer) = parse_sockaddr(&b.rx_name[i].0[..name_len]) else {
+            responder.stats().recv_errors.bump();
+            continue;
+        };
+        let meta: RxMeta = parse_control(&b.rx_control[i].0[..control_len]);
+        let out = &mut b.tx_data[replies];
+        let Some(reply_len) = responder.handle(&b.rx_data[i][..len], peer, meta.timestamp_ns, out)
+        else {
+            continue;
+        };
+        let name_len = crate::server::cmsg::write_sockaddr(&peer, &mut b.tx_name[replies].0);
+        let control_len = match (socket.wildcard, meta.local) {
+            (true, Some((local, ifindex))) => {
+                write_source_pktinfo(local, ifindex, &mut b.tx_control[replies].0)
+            }
+            _ => 0,
+        };
+        b.tx_iov[replies].iov_base = b.tx_data[replies].as_mut_ptr().cast();
+        b.tx_iov[replies].iov_len = reply_len;
+        let h = &mut b.tx_hdr[replies].msg_hdr;
+        h.msg_name = b.tx_name[replies].0.as_mut_ptr().cast();
+        h.msg_namelen = name_len as libc::socklen_t;
+        h.msg_iov = &mut b.tx_iov[replies];
+        h.msg_iovlen = 1;
+        h.msg_control = if control_len > 0 {
+            b.tx_control[replies].0.as_mut_ptr().cast()
+        } else {
+            std::ptr::null_mut()
+        };
+        h.msg_controllen = control_len as _;
+        h.msg_flags = 0;
+        replies += 1;
+    }
+    let mut sent = 0usize;
+    while sent < replies {
+        // SAFETY: headers [sent, replies) were filled above and point at buffers in
+        // `b`, which outlive the call.
+        let r = unsafe {
+            libc::sendmmsg(
+                fd,
+                b.tx_hdr[sent..].as_mut_ptr(),
+                (replies - sent) as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r <= 0 {
+            let err = io::Error::last_os_error();
+            if r < 0 && err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The first unsent reply failed (buffer full, unreachable peer...):
+            // count it and go on with the rest.
+            responder.stats().send_errors.bump();
+            sent += 1;
+            continue;
+        }
+        sent += r as usize;
+    }
+    n
+}

@@ -1,0 +1,173 @@
+//! The hot path: worker threads, one per core, each with its own sockets and its
+//! own I/O backend, answering clients from the published server state.
+
+pub mod cmsg;
+pub mod mmsg;
+pub mod responder;
+pub mod restrict;
+pub mod sockets;
+pub mod stats;
+pub mod uring;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::state::StateReader;
+use responder::Responder;
+use restrict::RestrictTable;
+use sockets::ListenSocket;
+use stats::WorkerStats;
+
+/// Which I/O backend the workers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Uring,
+    Mmsg,
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Uring => "io_uring",
+            Backend::Mmsg => "recvmmsg/sendmmsg",
+        }
+    }
+}
+
+/// What the workers are started with.
+pub struct ServerOptions {
+    pub listen: Vec<SocketAddr>,
+    pub workers: usize,
+    pub backend: Backend,
+    pub restrict: Arc<RestrictTable>,
+    /// Pin worker i to core i (modulo the cores available).
+    pub pin: bool,
+}
+
+/// Running workers.
+pub struct Server {
+    workers: Vec<JoinHandle<io::Result<()>>>,
+    stats: Vec<Arc<WorkerStats>>,
+    shutdown: EventFd,
+    local: Vec<SocketAddr>,
+    backend: Backend,
+}
+
+impl Server {
+    /// Binds every socket (so bind errors surface here, before any thread starts)
+    /// and starts the workers.
+    pub fn start(options: ServerOptions, state: StateReader) -> io::Result<Server> {
+        let workers = options.workers.max(1);
+        let mut per_worker: Vec<Vec<ListenSocket>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut local = Vec::new();
+        for addr in &options.listen {
+            let group = sockets::open_listen_group(*addr, workers)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            local.push(group[0].local);
+            for (w, socket) in group.into_iter().enumerate() {
+                per_worker[w].push(socket);
+            }
+        }
+        let shutdown = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(io::Error::from)?;
+        let cores = if options.pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut handles = Vec::new();
+        let mut all_stats = Vec::new();
+        for (index, sockets) in per_worker.into_iter().enumerate() {
+            let stats = Arc::new(WorkerStats::default());
+            all_stats.push(stats.clone());
+            let mut responder = Responder::new(state.clone(), options.restrict.clone(), stats);
+            let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+            let wake: OwnedFd = shutdown.as_fd().try_clone_to_owned()?;
+            let backend = options.backend;
+            let handle = std::thread::Builder::new()
+                .name(format!("tachyon-w{index}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            log::warn!("worker {index}: could not pin to core {}", core.id);
+                        }
+                    }
+                    let result = match backend {
+                        Backend::Uring => uring::run(&sockets, &mut responder, wake.as_fd()),
+                        Backend::Mmsg => mmsg::run(&sockets, &mut responder, wake.as_fd()),
+                    };
+                    if let Err(e) = &result {
+                        log::error!("worker {index} stopped: {e}");
+                    }
+                    result
+                })?;
+            handles.push(handle);
+        }
+        Ok(Server {
+            workers: handles,
+            stats: all_stats,
+            shutdown,
+            local,
+            backend: options.backend,
+        })
+    }
+
+    /// The addresses actually bound, one per listen address.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn stats(&self) -> &[Arc<WorkerStats>] {
+        &self.stats
+    }
+
+    /// True while every worker is running.
+    pub fn healthy(&self) -> bool {
+        self.workers.iter().all(|w| !w.is_finished())
+    }
+
+    /// Stops the workers and waits for them.
+    pub fn stop(self) -> io::Result<()> {
+        self.shutdown.write(1).map_err(io::Error::from)?;
+        let mut first_error = None;
+        for w in self.workers {
+            match w.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(io::Error::other("worker panicked"));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Chooses the backend: the configured one, or io_uring when the probe passes.
+pub fn choose_backend(choice: crate::config::IoChoice) -> Result<Backend, String> {
+    use crate::config::IoChoice;
+    match choice {
+        IoChoice::Mmsg => Ok(Backend::Mmsg),
+        IoChoice::Uring => uring::probe()
+            .map(|_| Backend::Uring)
+            .map_err(|e| format!("io uring was configured but io_uring is unavailable: {e}")),
+        IoChoice::Auto => match uring::probe() {
+            Ok(()) => Ok(Backend::Uring),
+            Err(e) => {
+                log::warn!("io_uring unavailable ({e}); using recvmmsg/sendmmsg");
+                Ok(Backend::Mmsg)
+            }
+        },
+    }
+}

@@ -1,0 +1,416 @@
+//! The io_uring backend: one ring per worker, multishot `RecvMsgMulti` over a
+//! registered buffer ring per socket, one `SendMsg` per reply, and one
+//! `io_uring_enter` that both submits the batch's replies and waits for the next
+//! datagrams.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::{BufRingEntry, Fd, RecvMsgOut};
+use io_uring::{cqueue, opcode, squeue, IoUring};
+
+use crate::server::cmsg::{
+    parse_control, parse_sockaddr, write_sockaddr, write_source_pktinfo, RX_CONTROL_SPACE,
+    SOCKADDR_SPACE, TX_CONTROL_SPACE,
+};
+use crate::server::responder::Responder;
+use crate::server::sockets::ListenSocket;
+
+const SQ_ENTRIES: u32 = 4096;
+const CQ_ENTRIES: u32 = 8192;
+/// Provided receive buffers per socket (a power of two).
+const BUFFERS_PER_SOCKET: u16 = 1024;
+/// Each buffer holds the recvmsg header, the peer address, the control messages
+/// and the datagram; bigger datagrams arrive truncated and are dropped.
+const BUFFER_SIZE: usize = 2048;
+/// Replies that may be in flight at once.
+const SEND_SLOTS: usize = 2048;
+const REPLY_SPACE: usize = 64;
+
+const KIND_SHIFT: u32 = 56;
+const KIND_RECV: u64 = 1;
+const KIND_SEND: u64 = 2;
+const KIND_SHUTDOWN: u64 = 3;
+
+fn user_data(kind: u64, index: usize) -> u64 {
+    (kind << KIND_SHIFT) | index as u64
+}
+
+fn split_user_data(data: u64) -> (u64, usize) {
+    (
+        data >> KIND_SHIFT,
+        (data & ((1 << KIND_SHIFT) - 1)) as usize,
+    )
+}
+
+/// Builds a ring with the cheapest completion mode the kernel offers: deferred
+/// task work (6.1+) runs completions only when the worker asks for them.
+fn build_ring() -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_cqsize(CQ_ENTRIES)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(SQ_ENTRIES)
+        .or_else(|_| {
+            IoUring::builder()
+                .setup_cqsize(CQ_ENTRIES)
+                .setup_coop_taskrun()
+                .build(SQ_ENTRIES)
+        })
+        .or_else(|_| {
+            IoUring::builder()
+                .setup_cqsize(CQ_ENTRIES)
+                .build(SQ_ENTRIES)
+        })
+}
+
+/// A ring of provided buffers registered with the kernel (IORING_REGISTER_PBUF_RING).
+struct BufferRing {
+    ring: *mut BufRingEntry,
+    ring_layout: std::alloc::Layout,
+    memory: Vec<u8>,
+    entries: u16,
+    group: u16,
+    /// Our copy of the tail: buffers handed to the kernel so far.
+    tail: u16,
+}
+
+impl BufferRing {
+    fn new(entries: u16, group: u16) -> io::Result<Self> {
+        assert!(entries.is_power_of_two());
+        let bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
+        let ring_layout = std::alloc::Layout::from_size_align(bytes, 4096)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has non-zero size; the memory is zeroed, which is a
+        // valid state for the ring entries and the tail.
+        let ring = unsafe { std::alloc::alloc_zeroed(ring_layout) }.cast::<BufRingEntry>();
+        if ring.is_null() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        let mut br = BufferRing {
+            ring,
+            ring_layout,
+            memory: vec![0u8; entries as usize * BUFFER_SIZE],
+            entries,
+            group,
+            tail: 0,
+        };
+        for bid in 0..entries {
+            br.recycle(bid);
+        }
+        br.publish();
+        Ok(br)
+    }
+
+    fn register(&self, ring: &IoUring) -> io::Result<()> {
+        // SAFETY: `self.ring` is page-aligned memory of `entries` entries that lives
+        // as long as `self`; the worker drops the IoUring (which unregisters it)
+        // before the BufferRing.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                self.ring as u64,
+                self.entries,
+                self.group,
+                0,
+            )
+        }
+    }
+
+    /// Hands buffer `bid` back to the kernel (visible after [`publish`]).
+    fn recycle(&mut self, bid: u16) {
+        let index = (self.tail & (self.entries - 1)) as usize;
+        // SAFETY: `index` < entries, inside the allocation; the kernel only reads
+        // entries between its head and the published tail, and this one is past it.
+        let entry = unsafe { &mut *self.ring.add(index) };
+        // SAFETY: bid < entries, so the buffer lies inside `memory`.
+        let addr = unsafe { self.memory.as_mut_ptr().add(bid as usize * BUFFER_SIZE) };
+        entry.set_addr(addr as u64);
+        entry.set_len(BUFFER_SIZE as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes recycled buffers visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field lives inside the first entry of our allocation and
+        // is only ever accessed atomically (the kernel reads it with acquire).
+        let tail = unsafe { &*(BufRingEntry::tail(self.ring).cast::<AtomicU16>()) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// The bytes the kernel wrote into buffer `bid`.
+    fn filled(&self, bid: u16, len: usize) -> &[u8] {
+        let start = bid as usize * BUFFER_SIZE;
+        &self.memory[start..start + len.min(BUFFER_SIZE)]
+    }
+}
+
+impl Drop for BufferRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; the ring was unregistered
+        // when the IoUring was dropped (it is dropped first, see `Worker`).
+        unsafe { std::alloc::dealloc(self.ring.cast(), self.ring_layout) }
+    }
+}
+
+#[repr(C, align(8))]
+struct SendSlot {
+    data: [u8; REPLY_SPACE],
+    name: [u8; SOCKADDR_SPACE],
+    control: [u8; TX_CONTROL_SPACE],
+    iov: libc::iovec,
+    hdr: libc::msghdr,
+}
+
+fn zeroed_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is a plain C struct of integers and pointers; zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+struct Worker<'a> {
+    // Field order matters: the ring is dropped (and the buffer rings unregistered)
+    // before the buffer memory is freed.
+    ring: IoUring,
+    buffers: Vec<BufferRing>,
+    /// One receive header per socket; never reallocated, the kernel reads them.
+    receive_hdrs: Box<[libc::msghdr]>,
+    slots: Box<[SendSlot]>,
+    free_slots: Vec<u16>,
+    sockets: &'a [ListenSocket],
+}
+
+impl<'a> Worker<'a> {
+    fn new(sockets: &'a [ListenSocket]) -> io::Result<Self> {
+        let ring = build_ring()?;
+        let mut buffers = Vec::new();
+        let mut receive_hdrs = Vec::with_capacity(sockets.len());
+        for group in 0..sockets.len() {
+            let br = BufferRing::new(BUFFERS_PER_SOCKET, group as u16)?;
+            br.register(&ring)?;
+            buffers.push(br);
+            let mut hdr = zeroed_msghdr();
+            hdr.msg_namelen = SOCKADDR_SPACE as libc::socklen_t;
+            hdr.msg_controllen = RX_CONTROL_SPACE as _;
+            receive_hdrs.push(hdr);
+        }
+        let slots: Box<[SendSlot]> = (0..SEND_SLOTS)
+            .map(|_| SendSlot {
+                data: [0; REPLY_SPACE],
+                name: [0; SOCKADDR_SPACE],
+                control: [0; TX_CONTROL_SPACE],
+                iov: libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
+                hdr: zeroed_msghdr(),
+            })
+            .collect();
+        Ok(Worker {
+            ring,
+            buffers,
+            receive_hdrs: receive_hdrs.into_boxed_slice(),
+            slots,
+            free_slots: (0..SEND_SLOTS as u16).rev().collect(),
+            sockets,
+        })
+    }
+
+    /// Queues an entry, submitting first if the submission queue is full.
+    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: every entry we build points at memory owned by `self`
+            // (msghdrs, send slots, buffer rings) that outlives the operation.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    fn arm_receive(&mut self, index: usize) -> io::Result<()> {
+        let fd = self.sockets[index].socket.as_raw_fd();
+        let entry = opcode::RecvMsgMulti::new(
+            Fd(fd),
+            &self.receive_hdrs[index] as *const libc::msghdr,
+            index as u16,
+        )
+        .build()
+        .user_data(user_data(KIND_RECV, index));
+        self.push(entry)
+    }
+
+    fn run(&mut self, responder: &mut Responder, shutdown: RawFd) -> io::Result<()> {
+        for i in 0..self.sockets.len() {
+            self.arm_receive(i)?;
+        }
+        let poll = opcode::PollAdd::new(Fd(shutdown), libc::POLLIN as u32)
+            .build()
+            .user_data(user_data(KIND_SHUTDOWN, 0));
+        self.push(poll)?;
+        let mut rearm = vec![false; self.sockets.len()];
+        let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(CQ_ENTRIES as usize);
+        loop {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // Completion queue overflow: drain it below, then submit again.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => return Err(e),
+            }
+            completions.clear();
+            completions.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            let mut batch_started = false;
+            for &(data, result, flags) in &completions {
+                let (kind, index) = split_user_data(data);
+                match kind {
+                    KIND_RECV => {
+                        if !cqueue::more(flags) {
+                            rearm[index] = true;
+                        }
+                        if result < 0 {
+                            // ENOBUFS: every buffer was in use; the multishot ended
+                            // and is re-armed below once buffers are back.
+                            if -result != libc::ENOBUFS {
+                                responder.stats().recv_errors.bump();
+                            }
+                            continue;
+                        }
+                        let Some(bid) = cqueue::buffer_select(flags) else {
+                            responder.stats().recv_errors.bump();
+                            continue;
+                        };
+                        if !batch_started {
+                            responder.begin_batch();
+                            batch_started = true;
+                        }
+                        self.serve(index, bid, result as usize, responder)?;
+                        self.buffers[index].recycle(bid);
+                    }
+                    KIND_SEND => {
+                        self.free_slots.push(index as u16);
+                        if result < 0 {
+                            responder.stats().send_errors.bump();
+                        }
+                    }
+                    KIND_SHUTDOWN => return Ok(()),
+                    _ => {}
+                }
+            }
+            for br in &self.buffers {
+                br.publish();
+            }
+            for (i, ended) in rearm.iter_mut().enumerate() {
+                if std::mem::take(ended) {
+                    responder.stats().multishot_rearms.bump();
+                    self.arm_receive(i)?;
+                }
+            }
+        }
+    }
+
+    /// Answers one received datagram, queueing the reply.
+    fn serve(
+        &mut self,
+        socket: usize,
+        bid: u16,
+        len: usize,
+        responder: &mut Responder,
+    ) -> io::Result<()> {
+        let buffer = self.buffers[socket].filled(bid, len);
+        let Ok(msg) = RecvMsgOut::parse(buffer, &self.receive_hdrs[socket]) else {
+            responder.stats().recv_errors.bump();
+            return Ok(());
+        };
+        if msg.is_payload_truncated() {
+            responder.stats().received.bump();
+            responder.stats().drop_truncated.bump();
+            return Ok(());
+        }
+        let Some(peer) = parse_sockaddr(msg.name_data()) else {
+            responder.stats().recv_errors.bump();
+            return Ok(());
+        };
+        let meta = parse_control(msg.control_data());
+        let Some(slot_index) = self.free_slots.pop() else {
+            // Every reply slot is in flight: an overload drop, counted.
+            responder.stats().received.bump();
+            responder.stats().drop_no_send_slot.bump();
+            return Ok(());
+        };
+        let slot = &mut self.slots[slot_index as usize];
+        let Some(reply_len) =
+            responder.handle(msg.payload_data(), peer, meta.timestamp_ns, &mut slot.data)
+        else {
+            self.free_slots.push(slot_index);
+            return Ok(());
+        };
+        let name_len = write_sockaddr(&peer, &mut slot.name);
+        let control_len = match (self.sockets[socket].wildcard, meta.local) {
+            (true, Some((local, ifindex))) => {
+                write_source_pktinfo(local, ifindex, &mut slot.control)
+            }
+            _ => 0,
+        };
+        slot.iov.iov_base = slot.data.as_mut_ptr().cast();
+        slot.iov.iov_len = reply_len;
+        slot.hdr.msg_name = slot.name.as_mut_ptr().cast();
+        slot.hdr.msg_namelen = name_len as libc::socklen_t;
+        slot.hdr.msg_iov = &mut slot.iov;
+        slot.hdr.msg_iovlen = 1;
+        slot.hdr.msg_control = if control_len > 0 {
+            slot.control.as_mut_ptr().cast()
+        } else {
+            std::ptr::null_mut()
+        };
+        slot.hdr.msg_controllen = control_len as _;
+        let fd = self.sockets[socket].socket.as_raw_fd();
+        let entry = opcode::SendMsg::new(Fd(fd), &slot.hdr as *const libc::msghdr)
+            .build()
+            .user_data(user_data(KIND_SEND, slot_index as usize));
+        self.push(entry)
+    }
+}
+
+/// Runs the worker loop until `shutdown` becomes readable.
+pub fn run(
+    sockets: &[ListenSocket],
+    responder: &mut Responder,
+    shutdown: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let mut worker = Worker::new(sockets)?;
+    worker.run(responder, shutdown.as_raw_fd())
+}
+
+/// Checks that this kernel (and any sandbox around it) supports what the backend
+/// needs, by doing it: a multishot receive over a buffer ring on a loopback socket.
+pub fn probe() -> Result<(), String> {
+    let run_probe = || -> io::Result<()> {
+        let listener = crate::server::sockets::open_listen_socket("127.0.0.1:0".parse().unwrap())?;
+        let sockets = [listener];
+        let mut worker = Worker::new(&sockets)?;
+        worker.arm_receive(0)?;
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        sender.send_to(b"tachyon io_uring probe", sockets[0].local)?;
+        let timeout = io_uring::types::Timespec::new().sec(2);
+        let args = io_uring::types::SubmitArgs::new().timespec(&timeout);
+        worker.ring.submitter().submit_with_args(1, &args)?;
+        let cqe = worker
+            .ring
+            .completion()
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no completion"))?;
+        if cqe.result() < 0 {
+            return Err(io::Error::from_raw_os_error(-cqe.result()));
+        }
+        if cqueue::buffer_select(cqe.flags()).is_none() {
+            return Err(io::Error::other("completion without a provided buffer"));
+        }
+        Ok(())
+    };
+    run_probe().map_err(|e| e.to_string())
+}
