@@ -1,0 +1,240 @@
+//! Shared helpers for the integration tests: start the real tachyond binary,
+//! query it with a small NTP client, find free ports and loopback addresses.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tachyon::proto::{Header, NtpTimestamp};
+
+pub const BACKENDS: [&str; 2] = ["uring", "mmsg"];
+
+/// A running tachyond, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub config_path: PathBuf,
+    pub dir: PathBuf,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh scratch directory under the target dir.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A UDP port free on both 127.0.0.1 and ::1 right now.
+pub fn free_port() -> u16 {
+    loop {
+        let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = v4.local_addr().unwrap().port();
+        if UdpSocket::bind(("::1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts tachyond with `config` and waits until `probe` answers a query.
+    pub fn start(config: &str, probe: SocketAddr) -> Daemon {
+        let dir = scratch_dir("tachyond");
+        let config_path = dir.join("ntp.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.join("tachyond.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tachyond"))
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--log-level")
+            .arg("debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tachyond");
+        let mut daemon = Daemon {
+            child: Some(child),
+            config_path,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if query(probe, 4, Duration::from_millis(200)).is_some() {
+                return daemon;
+            }
+            if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("tachyond exited with {status}:\n{}", daemon.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tachyond did not answer on {probe}:\n{}",
+                daemon.log()
+            );
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.join("tachyond.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// Stops the daemon with SIGTERM and returns its log.
+    pub fn stop(mut self) -> String {
+        self.terminate();
+        self.log()
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tachyond did not stop on SIGTERM");
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A client request with a random-looking transmit nonce.
+pub fn request(version: u8, nonce: u64) -> [u8; 48] {
+    let mut r = [0u8; 48];
+    r[0] = (version << 3) | 3;
+    r[2] = 6;
+    r[40..48].copy_from_slice(&nonce.to_be_bytes());
+    r
+}
+
+pub fn nonce() -> u64 {
+    let t = tachyon::clock::system_unix_ns() as u64;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) as u64;
+    (t ^ (n << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
+}
+
+/// What a query saw.
+#[derive(Debug)]
+pub struct Answer {
+    pub header: Header,
+    pub len: usize,
+    pub nonce: u64,
+    /// Client send and receive times (served = system clock here), Unix ns.
+    pub t1_ns: i64,
+    pub t4_ns: i64,
+}
+
+/// Sends one request and waits for the matching reply.
+pub fn query(server: SocketAddr, version: u8, timeout: Duration) -> Option<Answer> {
+    let bind: SocketAddr = match server.ip() {
+        IpAddr::V4(_) => "127.0.0.1:0".parse().unwrap(),
+        IpAddr::V6(_) => "[::1]:0".parse().unwrap(),
+    };
+    let socket = UdpSocket::bind(bind).ok()?;
+    socket.set_read_timeout(Some(timeout)).ok()?;
+    let nonce = nonce();
+    let t1_ns = tachyon::clock::system_unix_ns();
+    socket.send_to(&request(version, nonce), server).ok()?;
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let Ok((len, from)) = socket.recv_from(&mut buf) else {
+            return None;
+        };
+        let t4_ns = tachyon::clock::system_unix_ns();
+        if from != server {
+            continue;
+        }
+        let header = Header::parse(&buf[..len])?;
+        if header.origin_ts != NtpTimestamp::from_bits(nonce) {
+            continue;
+        }
+        return Some(Answer {
+            header,
+            len,
+            nonce,
+            t1_ns,
+            t4_ns,
+        });
+    }
+    None
+}
+
+/// Unix nanoseconds of an NTP timestamp near now.
+pub fn ntp_to_unix_ns(ts: NtpTimestamp) -> i64 {
+    let (s, n) = ts.to_unix_near(tachyon::clock::system_unix_ns() / 1_000_000_000);
+    s * 1_000_000_000 + n as i64
+}
+
+/// Whether this process may bind port 123 (root or CAP_NET_BIND_SERVICE).
+pub fn may_bind_123(addr: &str) -> bool {
+    UdpSocket::bind((addr, 123)).is_ok()
+}
+
+/// Fails with a clear message when an external tool the tests need is missing,
+/// unless TACHYON_SKIP_EXTERNAL=1 asks to skip such tests (then returns false).
+pub fn have_tool(tool: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    if std::env::var("TACHYON_SKIP_EXTERNAL").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: {tool} not installed (TACHYON_SKIP_EXTERNAL=1)");
+        return false;
+    }
+    panic!("{tool} is not installed: run scripts/install-test-deps (Debian package {package})");
+}
+
+/// A number from the daemon's stop summary ("... answered 17 ...").
+pub fn summary_count(log: &str, name: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("stopping: "))
+        .unwrap_or_else(|| panic!("no stop summary in log:\n{log}"));
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == name {
+            if let Some(n) = words
+                .next()
+                .and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+            {
+                return n;
+            }
+        }
+    }
+    panic!("no {name} count in {line}");
+}
