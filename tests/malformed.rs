@@ -45,7 +45,7 @@ fn ef(field_type: u16, len: usize, declared: usize) -> Vec<u8> {
 /// The datagrams to send, each with a unique nonce in bytes 40..48 where it has them.
 fn corpus(rng: &mut Rng) -> Vec<(Vec<u8>, Expect)> {
     let mut out = Vec::new();
-    let mut with_header = |first: u8, trailer: Vec<u8>, expect: Expect, rng: &mut Rng| {
+    let with_header = |first: u8, trailer: Vec<u8>, expect: Expect, rng: &mut Rng| {
         let mut p = rng.bytes(48);
         p[0] = first;
         p.extend(trailer);
