@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use tachyon::proto::Header;
-use tachyon::server::responder::Responder;
-use tachyon::server::restrict::RestrictTable;
+use tachyon::server::responder::{AccessControl, Responder};
 use tachyon::server::sockets::open_listen_socket;
 use tachyon::server::stats::WorkerStats;
 use tachyon::server::{mmsg, uring, Backend};
@@ -35,7 +34,7 @@ fn check(backend: Backend) {
 
     let (_publisher, reader) = shared_state(ServerState::unsynchronized(-20));
     let stats = Arc::new(WorkerStats::default());
-    let mut responder = Responder::new(reader, Arc::new(RestrictTable::new(&[])), stats.clone());
+    let mut responder = Responder::new(reader, AccessControl::open(), stats.clone());
     let shutdown = EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap();
     let wake = shutdown.as_fd().try_clone_to_owned().unwrap();
     let worker = std::thread::spawn(move || {

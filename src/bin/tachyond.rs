@@ -15,6 +15,8 @@ use nix::sys::signalfd::SignalFd;
 use tachyon::clock::{may_set_time, measure_precision, system_unix_ns};
 use tachyon::config::{ClockChoice, Config};
 use tachyon::proto::{LeapIndicator, SystemInfo};
+use tachyon::server::ratelimit::RateLimiter;
+use tachyon::server::responder::AccessControl;
 use tachyon::server::restrict::RestrictTable;
 use tachyon::server::{choose_backend, stats, Server, ServerOptions};
 use tachyon::state::{shared_state, unix_ns_to_ntp, ServerState, StatePublisher};
@@ -177,12 +179,23 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let restrict = Arc::new(RestrictTable::new(&config.restrict));
+    let access = AccessControl {
+        restrict: Arc::new(RestrictTable::new(&config.restrict)),
+        limiter: Arc::new(RateLimiter::new(config.ratelimit)),
+    };
+    log::info!(
+        "rate limiting for `limited` clients: 1 request per 2^{} s sustained, burst {}, leak 1/2^{}; table of {} entries ({} MiB)",
+        config.ratelimit.interval,
+        config.ratelimit.burst,
+        config.ratelimit.leak,
+        access.limiter.capacity(),
+        access.limiter.memory_bytes() >> 20
+    );
     let options = |listen: Vec<SocketAddr>| ServerOptions {
         listen,
         workers,
         backend,
-        restrict: restrict.clone(),
+        access: access.clone(),
         pin: true,
     };
     let listen = if config.listen.is_empty() {

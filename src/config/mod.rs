@@ -77,6 +77,8 @@ pub struct Config {
     /// `local stratum N`: serve at stratum N from the local clock when no
     /// upstream is usable (tests and standalone use, like chrony's `local`).
     pub local_stratum: Option<u8>,
+    /// Per-client rate limiting for `restrict ... limited` (`ratelimit ...`).
+    pub ratelimit: RateLimitParams,
     /// Everything that was accepted but ignored, or overridden.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -249,5 +251,33 @@ fn write_located(f: &mut fmt::Formatter<'_>, source: &str, line: usize, msg: &st
         write!(f, "{source}: {msg}")
     } else {
         write!(f, "{source}:{line}: {msg}")
+    }
+}
+
+/// Rate-limit parameters (`ratelimit interval I burst B leak L table N ipv6prefix P`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitParams {
+    /// log2 of the sustained average interval between requests, in seconds.
+    pub interval: i8,
+    /// Requests allowed back to back before limiting starts (1..=255).
+    pub burst: u8,
+    /// When limited, answer 1 in 2^leak anyway, so a spoofed flood cannot
+    /// silence the address it spoofs (0 answers everything, i.e. no limiting).
+    pub leak: u8,
+    /// Entries in the table (rounded up to a power of two, at least 1024).
+    pub table_entries: usize,
+    /// IPv6 clients are limited per prefix of this length.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for RateLimitParams {
+    fn default() -> Self {
+        RateLimitParams {
+            interval: 1,
+            burst: 16,
+            leak: 2,
+            table_entries: 1 << 20,
+            ipv6_prefix: 64,
+        }
     }
 }

@@ -6,8 +6,8 @@ use super::{
     addr, restrict, upstream, ClockChoice, Config, ConfigError, ConfigWarning, IoChoice, SourceKind,
 };
 
-const SUPPORTED: &str = "server, pool, driftfile, leapfile, restrict, listen, workers, io, \
-                         metrics, clock, local";
+const SUPPORTED: &str = "server, pool, driftfile, leapfile, restrict, ratelimit, listen, \
+                         workers, io, metrics, clock, local";
 
 const DIRECTIVES: &[&str] = &[
     "server",
@@ -15,6 +15,7 @@ const DIRECTIVES: &[&str] = &[
     "driftfile",
     "leapfile",
     "restrict",
+    "ratelimit",
     "listen",
     "workers",
     "io",
@@ -145,6 +146,7 @@ impl Parser {
                 metrics: None,
                 clock: ClockChoice::Auto,
                 local_stratum: None,
+                ratelimit: super::RateLimitParams::default(),
                 warnings: Vec::new(),
             },
             seen: Vec::new(),
@@ -263,6 +265,11 @@ impl Parser {
                 self.config.local_stratum = Some(stratum as u8);
                 Ok(())
             }
+            "ratelimit" => {
+                self.config.ratelimit = ratelimit(args)?;
+                self.once("ratelimit", line);
+                Ok(())
+            }
             _ => self.other(line, name),
         }
     }
@@ -371,6 +378,42 @@ fn exactly_one<'t>(directive: &str, args: &[&'t str], expected: &str) -> Result<
             quoted_all(extra)
         )),
     }
+}
+
+/// `ratelimit [interval I] [burst B] [leak L] [table N] [ipv6prefix P]`, in any
+/// order; what is not given keeps its default.
+fn ratelimit(args: &[&str]) -> Result<super::RateLimitParams, String> {
+    const OPTIONS: &str = "interval -4..=12, burst 1..=255, leak 0..=8, \
+                           table 1024..=16777216, ipv6prefix 24..=128";
+    let mut p = super::RateLimitParams::default();
+    if args.is_empty() {
+        return Err(format!(
+            "ratelimit: expected options ({OPTIONS}), got nothing"
+        ));
+    }
+    let mut rest = args;
+    while let [name, tail @ ..] = rest {
+        let value = tail.first().copied();
+        match *name {
+            "interval" => p.interval = number_in("ratelimit interval", value, (-4, 12))? as i8,
+            "burst" => p.burst = number_in("ratelimit burst", value, (1, 255))? as u8,
+            "leak" => p.leak = number_in("ratelimit leak", value, (0, 8))? as u8,
+            "table" => {
+                p.table_entries = number_in("ratelimit table", value, (1024, 1 << 24))? as usize
+            }
+            "ipv6prefix" => {
+                p.ipv6_prefix = number_in("ratelimit ipv6prefix", value, (24, 128))? as u8
+            }
+            other => {
+                return Err(format!(
+                    "ratelimit: unknown option {}; expected {OPTIONS}",
+                    quoted(other)
+                ))
+            }
+        }
+        rest = &tail[1..];
+    }
+    Ok(p)
 }
 
 /// A decimal number in `lo..=hi`, for messages prefixed with `what`.

@@ -819,3 +819,26 @@ fn documented_examples_parse() {
     assert_eq!(example.servers.len(), 5);
     assert_eq!(blocks[2], EMBEDDED_DEFAULT);
 }
+
+#[test]
+fn ratelimit_directive() {
+    let c = ok("server a\nratelimit interval 3 burst 8 leak 2\n");
+    assert_eq!(c.ratelimit.interval, 3);
+    assert_eq!(c.ratelimit.burst, 8);
+    assert_eq!(c.ratelimit.leak, 2);
+    assert_eq!(
+        c.ratelimit.table_entries,
+        RateLimitParams::default().table_entries
+    );
+    let c = ok("server a\nratelimit table 4096 ipv6prefix 56 interval -1\n");
+    assert_eq!(c.ratelimit.table_entries, 4096);
+    assert_eq!(c.ratelimit.ipv6_prefix, 56);
+    assert_eq!(c.ratelimit.interval, -1);
+    assert_eq!(ok("server a\n").ratelimit, RateLimitParams::default());
+    assert!(err("server a\nratelimit burst 0\n")
+        .contains("ntp.conf:2: ratelimit burst: expected a number 1..=255"));
+    assert!(err("server a\nratelimit speed 3\n")
+        .contains("ntp.conf:2: ratelimit: unknown option \"speed\""));
+    assert!(err("server a\nratelimit interval\n").contains("got nothing"));
+    assert!(err("server a\nratelimit\n").contains("ntp.conf:2: ratelimit"));
+}

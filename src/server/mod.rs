@@ -3,6 +3,7 @@
 
 pub mod cmsg;
 pub mod mmsg;
+pub mod ratelimit;
 pub mod responder;
 pub mod restrict;
 pub mod sockets;
@@ -18,8 +19,7 @@ use std::thread::JoinHandle;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::state::StateReader;
-use responder::Responder;
-use restrict::RestrictTable;
+use responder::{AccessControl, Responder};
 use sockets::ListenSocket;
 use stats::WorkerStats;
 
@@ -44,7 +44,7 @@ pub struct ServerOptions {
     pub listen: Vec<SocketAddr>,
     pub workers: usize,
     pub backend: Backend,
-    pub restrict: Arc<RestrictTable>,
+    pub access: AccessControl,
     /// Pin worker i to core i (modulo the cores available).
     pub pin: bool,
 }
@@ -85,7 +85,7 @@ impl Server {
         for (index, sockets) in per_worker.into_iter().enumerate() {
             let stats = Arc::new(WorkerStats::default());
             all_stats.push(stats.clone());
-            let mut responder = Responder::new(state.clone(), options.restrict.clone(), stats);
+            let mut responder = Responder::new(state.clone(), options.access.clone(), stats);
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let wake: OwnedFd = shutdown.as_fd().try_clone_to_owned()?;
             let backend = options.backend;

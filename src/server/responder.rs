@@ -2,29 +2,55 @@
 //! timestamps, counters. It knows nothing of sockets, so a kernel-bypass backend
 //! can reuse it unchanged.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::clock::system_unix_ns;
+use crate::config::RestrictFlags;
 use crate::proto::reply::set_transmit;
-use crate::proto::{respond, ReplyAction};
+use crate::proto::{respond, Access, ReplyAction};
+use crate::server::ratelimit::{LeakRng, RateLimiter, Verdict};
 use crate::server::restrict::RestrictTable;
 use crate::server::stats::WorkerStats;
 use crate::state::{ServerState, StateReader};
 
+/// What a worker shares with the others: the access rules and the rate limiter.
+#[derive(Clone)]
+pub struct AccessControl {
+    pub restrict: Arc<RestrictTable>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+impl AccessControl {
+    /// No restrictions; the limiter only applies to `limited` rules, so a small
+    /// table will do.
+    pub fn open() -> Self {
+        AccessControl {
+            restrict: Arc::new(RestrictTable::new(&[])),
+            limiter: Arc::new(RateLimiter::new(crate::config::RateLimitParams {
+                table_entries: 1024,
+                ..Default::default()
+            })),
+        }
+    }
+}
+
 pub struct Responder {
     state: StateReader,
-    restrict: Arc<RestrictTable>,
+    access: AccessControl,
+    leak: LeakRng,
     stats: Arc<WorkerStats>,
     snapshot: ServerState,
 }
 
 impl Responder {
-    pub fn new(state: StateReader, restrict: Arc<RestrictTable>, stats: Arc<WorkerStats>) -> Self {
+    pub fn new(state: StateReader, access: AccessControl, stats: Arc<WorkerStats>) -> Self {
         let snapshot = state.read();
+        let seed = Arc::as_ptr(&stats) as u64 ^ crate::clock::system_unix_ns() as u64;
         Responder {
             state,
-            restrict,
+            access,
+            leak: LeakRng::new(seed),
             stats,
             snapshot,
         }
@@ -61,9 +87,9 @@ impl Responder {
                 system_unix_ns()
             }
         };
+        let access = decide_access(&self.access, &mut self.leak, stats, peer.ip(), rx_ns);
         let correction = &self.snapshot.correction;
         let received = correction.served_timestamp(rx_ns);
-        let access = self.restrict.access(peer.ip());
         match respond(request, received, &self.snapshot.system, access, out) {
             ReplyAction::Reply { len } => {
                 // The transmit timestamp is read last, just before the reply is queued.
@@ -86,5 +112,40 @@ impl Responder {
                 None
             }
         }
+    }
+}
+
+/// restrict first, then, for `limited` sources, the rate limiter: over the
+/// limit, 1 in 2^leak is answered anyway (poll raised), else a RATE KoD where
+/// `kod` allows and none was sent this interval, else a silent drop.
+#[inline]
+fn decide_access(
+    control: &AccessControl,
+    leak: &mut LeakRng,
+    stats: &WorkerStats,
+    ip: IpAddr,
+    now_ns: i64,
+) -> Access {
+    let flags = control.restrict.flags(ip);
+    if flags.contains(RestrictFlags::IGNORE) || flags.contains(RestrictFlags::NOSERVE) {
+        return Access::Deny;
+    }
+    if !flags.contains(RestrictFlags::LIMITED) {
+        return Access::Serve;
+    }
+    let limiter = &control.limiter;
+    let params = limiter.params();
+    // Rolled before the limiter so that a leaked answer does not use up the
+    // client's KoD allowance.
+    let leaked = leak.leak(params.leak);
+    let want_kod = !leaked && flags.contains(RestrictFlags::KOD);
+    match limiter.check(ip, now_ns, want_kod) {
+        Verdict::Allow => Access::Serve,
+        Verdict::Limited { .. } if leaked => {
+            stats.rate_limit_leaked.bump();
+            Access::ServeRaisingPoll(params.interval)
+        }
+        Verdict::Limited { send_kod: true } => Access::Kod(params.interval),
+        Verdict::Limited { send_kod: false } => Access::Limit,
     }
 }

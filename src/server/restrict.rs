@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::config::{Family, RestrictFlags, RestrictRule, RestrictTarget};
-use crate::proto::Access;
 
 #[derive(Default, Debug)]
 struct FamilyTable {
@@ -108,16 +107,6 @@ impl RestrictTable {
             (false, key) => self.v6.lookup(key, 128),
         }
     }
-
-    /// The access decision for a time request from `ip`.
-    pub fn access(&self, ip: IpAddr) -> Access {
-        let flags = self.flags(ip);
-        if flags.contains(RestrictFlags::IGNORE) || flags.contains(RestrictFlags::NOSERVE) {
-            Access::Deny
-        } else {
-            Access::Serve
-        }
-    }
 }
 
 #[cfg(test)]
@@ -149,7 +138,6 @@ mod tests {
         assert_eq!(t.flags(ip("::1")), RestrictFlags::default());
         // Other loopback addresses fall to the default.
         assert!(t.flags(ip("127.0.0.2")).contains(RestrictFlags::LIMITED));
-        assert_eq!(t.access(ip("192.0.2.7")), Access::Serve);
     }
 
     #[test]
@@ -160,27 +148,26 @@ mod tests {
              restrict 10.1.0.0/16 noserve\n\
              restrict default limited\n",
         );
-        assert_eq!(t.access(ip("10.9.9.9")), Access::Deny);
         assert!(t.flags(ip("10.9.9.9")).contains(RestrictFlags::IGNORE));
         assert!(t.flags(ip("10.1.7.7")).contains(RestrictFlags::NOSERVE));
         assert!(t.flags(ip("10.1.2.3")).contains(RestrictFlags::NOQUERY));
-        assert_eq!(t.access(ip("10.1.2.3")), Access::Serve);
         assert!(t.flags(ip("11.0.0.1")).contains(RestrictFlags::LIMITED));
     }
 
     #[test]
     fn ipv6_prefixes_and_mapped_addresses() {
         let t = table("restrict 2001:db8::/32 ignore\nrestrict 192.0.2.0/24 ignore\n");
-        assert_eq!(t.access(ip("2001:db8:ffff::1")), Access::Deny);
-        assert_eq!(t.access(ip("2001:db9::1")), Access::Serve);
-        assert_eq!(t.access(ip("::ffff:192.0.2.1")), Access::Deny);
+        let ignore = RestrictFlags::IGNORE;
+        assert!(t.flags(ip("2001:db8:ffff::1")).contains(ignore));
+        assert!(!t.flags(ip("2001:db9::1")).contains(ignore));
+        assert!(t.flags(ip("::ffff:192.0.2.1")).contains(ignore));
     }
 
     #[test]
     fn no_rules_means_no_restrictions() {
         let t = RestrictTable::new(&[]);
         assert_eq!(t.flags(ip("203.0.113.1")), RestrictFlags::default());
-        assert_eq!(t.access(ip("::1")), Access::Serve);
+        assert_eq!(t.flags(ip("::1")), RestrictFlags::default());
     }
 
     #[test]
@@ -195,6 +182,6 @@ mod tests {
         }
         let t = table(&text);
         assert!(t.flags(ip("10.0.5.9")).contains(RestrictFlags::LIMITED));
-        assert_eq!(t.access(ip("10.200.0.1")), Access::Deny);
+        assert!(t.flags(ip("10.200.0.1")).contains(RestrictFlags::NOSERVE));
     }
 }

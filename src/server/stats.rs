@@ -47,6 +47,8 @@ pub struct WorkerStats {
     pub drop_truncated: Counter,
     pub drop_no_send_slot: Counter,
     pub drop_internal: Counter,
+    /// Over the rate limit but answered anyway (leak).
+    pub rate_limit_leaked: Counter,
     pub rx_stamp_missing: Counter,
     pub recv_errors: Counter,
     pub send_errors: Counter,
@@ -92,10 +94,11 @@ impl WorkerStats {
 pub fn summary(all: &[std::sync::Arc<WorkerStats>]) -> String {
     let sum = |f: fn(&WorkerStats) -> u64| all.iter().map(|s| f(s)).sum::<u64>();
     format!(
-        "received {} answered {} kod {} dropped {} (short {} version {} mode {} extension {} denied {} limited {} truncated {}) rx-stamp-missing {} send-errors {}",
+        "received {} answered {} kod {} leaked {} dropped {} (short {} version {} mode {} extension {} denied {} limited {} truncated {} overload {}) rx-stamp-missing {} send-errors {}",
         sum(|s| s.received.get()),
         sum(|s| s.answered.get()),
         sum(|s| s.kod_sent.get()),
+        sum(|s| s.rate_limit_leaked.get()),
         sum(|s| s.dropped()),
         sum(|s| s.drop_too_short.get()),
         sum(|s| s.drop_bad_version.get()),
@@ -104,6 +107,7 @@ pub fn summary(all: &[std::sync::Arc<WorkerStats>]) -> String {
         sum(|s| s.drop_denied.get()),
         sum(|s| s.drop_rate_limited.get()),
         sum(|s| s.drop_truncated.get()),
+        sum(|s| s.drop_no_send_slot.get()),
         sum(|s| s.rx_stamp_missing.get()),
         sum(|s| s.send_errors.get()),
     )
