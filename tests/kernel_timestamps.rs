@@ -14,7 +14,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use tachyon::proto::Header;
 use tachyon::server::responder::{AccessControl, Responder};
 use tachyon::server::sockets::open_listen_socket;
-use tachyon::server::stats::WorkerStats;
+use tachyon::server::stats::{Outcome, WorkerStats};
 use tachyon::server::{mmsg, uring, Backend};
 use tachyon::state::{shared_state, ServerState};
 
@@ -65,7 +65,8 @@ fn check(backend: Backend) {
         (t3 - t2) / 1_000_000
     );
     assert_eq!(stats.rx_stamp_missing.get(), 0, "{name}");
-    assert_eq!(stats.answered.get(), 1, "{name}");
+    assert_eq!(stats.outcome_total(Outcome::Answered), 1, "{name}");
+    assert_eq!(stats.response_time.count(), 1, "{name}");
 }
 
 #[test]

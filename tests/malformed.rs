@@ -196,8 +196,8 @@ fn run(backend: &str) {
     }
     assert!(daemon.is_running());
     let log = daemon.stop();
-    assert!(summary_count(&log, "truncated") >= 100, "{backend}: {log}");
-    assert!(summary_count(&log, "extension") >= 200, "{backend}: {log}");
+    assert!(summary_count(&log, "oversized") >= 100, "{backend}: {log}");
+    assert!(summary_count(&log, "malformed") >= 200, "{backend}: {log}");
     eprintln!(
         "{backend}: sent {} datagrams, {} replies, {} of {} valid requests answered",
         datagrams.len(),

@@ -146,7 +146,7 @@ fn flooder_is_limited_while_honest_clients_are_served() {
     }
 
     let log = daemon.stop();
-    assert!(summary_count(&log, "limited") > 2000, "{log}");
+    assert!(summary_count(&log, "rate_limited") > 2000, "{log}");
     assert!(summary_count(&log, "kod") >= 1, "{log}");
 }
 
@@ -171,5 +171,5 @@ fn localhost_rule_exempts_from_limiting() {
     let t = flood(&sockets, server, 300);
     let log = daemon.stop();
     assert_eq!(t.normal_unraised, 300, "127.0.0.1 is unrestricted:\n{log}");
-    assert_eq!(summary_count(&log, "limited"), 0, "{log}");
+    assert_eq!(summary_count(&log, "rate_limited"), 0, "{log}");
 }

@@ -14,6 +14,8 @@ use nix::sys::signalfd::SignalFd;
 
 use tachyon::clock::{may_set_time, measure_precision, system_unix_ns};
 use tachyon::config::{ClockChoice, Config};
+use tachyon::metrics::exposition::MetricsSource;
+use tachyon::metrics::http::MetricsServer;
 use tachyon::proto::{LeapIndicator, SystemInfo};
 use tachyon::server::ratelimit::RateLimiter;
 use tachyon::server::responder::AccessControl;
@@ -25,6 +27,8 @@ use tachyon::state::{shared_state, unix_ns_to_ntp, ServerState, StatePublisher};
 /// (only with the embedded default configuration).
 const FALLBACK_PORT: u16 = 12300;
 const NTP_PORT: u16 = 123;
+/// Where metrics are served when the configuration does not say: loopback only.
+const DEFAULT_METRICS: &str = "127.0.0.1:9123";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -227,6 +231,31 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         addrs.join(", "),
         server.backend().name()
     );
+
+    let metrics_source = MetricsSource {
+        workers: server.stats().to_vec(),
+        backend: server.backend().name(),
+        state: reader.clone(),
+        limiter: access.limiter.clone(),
+        started: Instant::now(),
+    };
+    let _metrics = match config.metrics {
+        Some(addr) => {
+            let m = MetricsServer::start(addr, metrics_source)?;
+            log::info!("metrics on http://{}/metrics", m.local_addr());
+            Some(m)
+        }
+        None => match MetricsServer::start(DEFAULT_METRICS.parse()?, metrics_source) {
+            Ok(m) => {
+                log::info!("metrics on http://{}/metrics", m.local_addr());
+                Some(m)
+            }
+            Err(e) => {
+                log::warn!("{e}; running without a metrics endpoint (set `metrics ADDR:PORT`)");
+                None
+            }
+        },
+    };
 
     let result = wait_for_signal(&signal_fd, &server, &config, &mut publisher, precision);
     log::info!("stopping: {}", stats::summary(server.stats()));

@@ -13,6 +13,7 @@ use crate::server::cmsg::{
 };
 use crate::server::responder::Responder;
 use crate::server::sockets::ListenSocket;
+use crate::server::stats::Outcome;
 
 /// Datagrams per recvmmsg/sendmmsg call.
 const BATCH: usize = 64;
@@ -154,15 +155,14 @@ fn serve_batch(socket: &ListenSocket, responder: &mut Responder, b: &mut Buffers
         let flags = hdr.msg_hdr.msg_flags;
         let name_len = (hdr.msg_hdr.msg_namelen as usize).min(SOCKADDR_SPACE);
         let control_len = hdr.msg_hdr.msg_controllen.min(RX_CONTROL_SPACE);
-        if flags & libc::MSG_TRUNC != 0 {
-            responder.stats().received.bump();
-            responder.stats().drop_truncated.bump();
-            continue;
-        }
         let Some(peer) = parse_sockaddr(&b.rx_name[i].0[..name_len]) else {
             responder.stats().recv_errors.bump();
             continue;
         };
+        if flags & libc::MSG_TRUNC != 0 {
+            responder.count_unhandled(peer, b.rx_data[i][0], Outcome::Truncated);
+            continue;
+        }
         let meta: RxMeta = parse_control(&b.rx_control[i].0[..control_len]);
         let out = &mut b.tx_data[replies];
         let Some(reply_len) = responder.handle(&b.rx_data[i][..len], peer, meta.timestamp_ns, out)
@@ -192,6 +192,7 @@ fn serve_batch(socket: &ListenSocket, responder: &mut Responder, b: &mut Buffers
         h.msg_flags = 0;
         replies += 1;
     }
+    responder.end_batch(n);
     let mut sent = 0usize;
     while sent < replies {
         // SAFETY: headers [sent, replies) were filled above and point at buffers in

@@ -11,7 +11,7 @@ use crate::proto::reply::set_transmit;
 use crate::proto::{respond, Access, ReplyAction};
 use crate::server::ratelimit::{LeakRng, RateLimiter, Verdict};
 use crate::server::restrict::RestrictTable;
-use crate::server::stats::WorkerStats;
+use crate::server::stats::{Outcome, WorkerStats};
 use crate::state::{ServerState, StateReader};
 
 /// What a worker shares with the others: the access rules and the rate limiter.
@@ -41,6 +41,7 @@ pub struct Responder {
     leak: LeakRng,
     stats: Arc<WorkerStats>,
     snapshot: ServerState,
+    batch_started: std::time::Instant,
 }
 
 impl Responder {
@@ -53,6 +54,7 @@ impl Responder {
             leak: LeakRng::new(seed),
             stats,
             snapshot,
+            batch_started: std::time::Instant::now(),
         }
     }
 
@@ -63,8 +65,25 @@ impl Responder {
     /// Takes a fresh copy of the server state; called once per batch.
     #[inline]
     pub fn begin_batch(&mut self) {
+        self.batch_started = std::time::Instant::now();
         self.snapshot = self.state.read();
         self.stats.batches.bump();
+    }
+
+    /// Records the size of the batch begun by [`Responder::begin_batch`] and the
+    /// time spent on it.
+    #[inline]
+    pub fn end_batch(&mut self, datagrams: usize) {
+        self.stats.batch_size.record(datagrams as u64);
+        self.stats
+            .busy_ns
+            .add(self.batch_started.elapsed().as_nanos() as u64);
+    }
+
+    /// Counts a datagram that never reached [`Responder::handle`] (oversized,
+    /// or no reply slot free).
+    pub fn count_unhandled(&self, peer: SocketAddr, first_byte: u8, outcome: Outcome) {
+        self.stats.count(peer.is_ipv6(), first_byte, outcome);
     }
 
     /// Handles one datagram. On `Some(len)`, `out[..len]` is the reply to send to
@@ -78,8 +97,9 @@ impl Responder {
         out: &mut [u8],
     ) -> Option<usize> {
         let stats = &*self.stats;
-        stats.received.bump();
         stats.bytes_in.add(request.len() as u64);
+        let ipv6 = peer.is_ipv6();
+        let first_byte = request.first().copied().unwrap_or(0);
         let rx_ns = match rx_unix_ns {
             Some(ns) => ns,
             None => {
@@ -93,22 +113,22 @@ impl Responder {
         match respond(request, received, &self.snapshot.system, access, out) {
             ReplyAction::Reply { len } => {
                 // The transmit timestamp is read last, just before the reply is queued.
-                set_transmit(
-                    &mut out[..len],
-                    correction.served_timestamp(system_unix_ns()),
-                );
-                stats.answered.bump();
-                stats.answered_by_version[((request[0] >> 3) & 7).min(4) as usize].bump();
+                let tx_ns = system_unix_ns();
+                set_transmit(&mut out[..len], correction.served_timestamp(tx_ns));
+                stats.count(ipv6, first_byte, Outcome::Answered);
+                stats
+                    .response_time
+                    .record(tx_ns.saturating_sub(rx_ns).max(0) as u64);
                 stats.bytes_out.add(len as u64);
                 Some(len)
             }
             ReplyAction::Kod { len } => {
-                stats.kod_sent.bump();
+                stats.count(ipv6, first_byte, Outcome::Kod);
                 stats.bytes_out.add(len as u64);
                 Some(len)
             }
             ReplyAction::Drop(reason) => {
-                stats.count_drop(reason);
+                stats.count(ipv6, first_byte, Outcome::from_drop(reason));
                 None
             }
         }

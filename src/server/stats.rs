@@ -1,9 +1,11 @@
-//! Per-worker counters. Each worker owns its own set and is its only writer, so a
-//! bump is a plain load and store (no locked instruction, no shared cache line);
-//! readers (logs, metrics, tests) sum over workers.
+//! Per-worker counters and histograms. Each worker owns its own set and is its
+//! only writer, so a bump is a plain load and store (no locked instruction, no
+//! shared cache line); readers (metrics, logs, tests) sum over workers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use crate::metrics::histogram::Histogram;
 use crate::proto::DropReason;
 
 #[derive(Default, Debug)]
@@ -29,86 +31,203 @@ impl Counter {
     }
 }
 
+/// What became of a received datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Answered = 0,
+    Kod,
+    RateLimited,
+    Denied,
+    TooShort,
+    BadVersion,
+    UnsupportedMode,
+    BadExtension,
+    /// Larger than a receive buffer.
+    Truncated,
+    /// No reply slot free: the worker was overloaded.
+    Overload,
+    /// A caller bug (reply buffer too small); should stay 0.
+    Internal,
+}
+
+pub const OUTCOMES: [Outcome; 11] = [
+    Outcome::Answered,
+    Outcome::Kod,
+    Outcome::RateLimited,
+    Outcome::Denied,
+    Outcome::TooShort,
+    Outcome::BadVersion,
+    Outcome::UnsupportedMode,
+    Outcome::BadExtension,
+    Outcome::Truncated,
+    Outcome::Overload,
+    Outcome::Internal,
+];
+
+impl Outcome {
+    /// The `outcome` label in metrics and the word in log summaries.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Answered => "answered",
+            Outcome::Kod => "kod",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Denied => "denied",
+            Outcome::TooShort => "too_short",
+            Outcome::BadVersion => "bad_version",
+            Outcome::UnsupportedMode => "unsupported_mode",
+            Outcome::BadExtension => "malformed",
+            Outcome::Truncated => "oversized",
+            Outcome::Overload => "overload",
+            Outcome::Internal => "internal_error",
+        }
+    }
+
+    pub fn from_drop(reason: DropReason) -> Outcome {
+        match reason {
+            DropReason::TooShort => Outcome::TooShort,
+            DropReason::BadVersion => Outcome::BadVersion,
+            DropReason::UnsupportedMode(_) => Outcome::UnsupportedMode,
+            DropReason::BadTrailer => Outcome::BadExtension,
+            DropReason::Denied => Outcome::Denied,
+            DropReason::RateLimited => Outcome::RateLimited,
+            DropReason::BufferTooSmall => Outcome::Internal,
+        }
+    }
+}
+
+/// IP family index: 0 for IPv4, 1 for IPv6.
+pub const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
+
+/// `le` bounds of the server processing time histogram, in ns (1 µs .. 100 ms).
+pub static RESPONSE_TIME_BOUNDS_NS: [u64; 16] = [
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    20_000_000,
+    50_000_000,
+    100_000_000,
+];
+
+/// `le` bounds of the batch size histogram (datagrams per wake-up).
+pub static BATCH_SIZE_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096];
+
 /// Counters of one worker, aligned so that two workers never share a cache line.
-#[derive(Default, Debug)]
 #[repr(align(128))]
 pub struct WorkerStats {
-    pub received: Counter,
+    /// [family][version 0..=7][outcome]
+    requests: [[[Counter; OUTCOMES.len()]; 8]; 2],
     pub bytes_in: Counter,
-    pub answered: Counter,
-    pub kod_sent: Counter,
     pub bytes_out: Counter,
-    pub drop_too_short: Counter,
-    pub drop_bad_version: Counter,
-    pub drop_unsupported_mode: Counter,
-    pub drop_bad_extension: Counter,
-    pub drop_denied: Counter,
-    pub drop_rate_limited: Counter,
-    pub drop_truncated: Counter,
-    pub drop_no_send_slot: Counter,
-    pub drop_internal: Counter,
-    /// Over the rate limit but answered anyway (leak).
+    /// Over the rate limit but answered anyway (leak); also counted as answered.
     pub rate_limit_leaked: Counter,
     pub rx_stamp_missing: Counter,
     pub recv_errors: Counter,
     pub send_errors: Counter,
     pub multishot_rearms: Counter,
     pub batches: Counter,
-    /// Answered requests by NTP version (index 1..=4).
-    pub answered_by_version: [Counter; 5],
+    /// Nanoseconds spent handling batches (the rest is waiting for packets).
+    pub busy_ns: Counter,
+    /// Server processing time T3 − T2 of answered requests, ns.
+    pub response_time: Histogram,
+    pub batch_size: Histogram,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            requests: Default::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            rate_limit_leaked: Counter::default(),
+            rx_stamp_missing: Counter::default(),
+            recv_errors: Counter::default(),
+            send_errors: Counter::default(),
+            multishot_rearms: Counter::default(),
+            batches: Counter::default(),
+            busy_ns: Counter::default(),
+            response_time: Histogram::new(&RESPONSE_TIME_BOUNDS_NS),
+            batch_size: Histogram::new(&BATCH_SIZE_BOUNDS),
+        }
+    }
 }
 
 impl WorkerStats {
-    pub fn count_drop(&self, reason: DropReason) {
-        match reason {
-            DropReason::TooShort => self.drop_too_short.bump(),
-            DropReason::BadVersion => self.drop_bad_version.bump(),
-            DropReason::UnsupportedMode(_) => self.drop_unsupported_mode.bump(),
-            DropReason::BadTrailer => self.drop_bad_extension.bump(),
-            DropReason::Denied => self.drop_denied.bump(),
-            DropReason::RateLimited => self.drop_rate_limited.bump(),
-            DropReason::BufferTooSmall => self.drop_internal.bump(),
-        }
+    /// Counts one datagram: `first_byte` is its first byte (0 if empty).
+    #[inline]
+    pub fn count(&self, ipv6: bool, first_byte: u8, outcome: Outcome) {
+        let version = ((first_byte >> 3) & 7) as usize;
+        self.requests[ipv6 as usize][version][outcome as usize].bump();
     }
 
-    /// All drops, whatever the reason.
-    pub fn dropped(&self) -> u64 {
-        [
-            &self.drop_too_short,
-            &self.drop_bad_version,
-            &self.drop_unsupported_mode,
-            &self.drop_bad_extension,
-            &self.drop_denied,
-            &self.drop_rate_limited,
-            &self.drop_truncated,
-            &self.drop_no_send_slot,
-            &self.drop_internal,
-        ]
-        .iter()
-        .map(|c| c.get())
-        .sum()
+    pub fn requests(&self, family: usize, version: usize, outcome: Outcome) -> u64 {
+        self.requests[family][version][outcome as usize].get()
+    }
+
+    /// Datagrams with this outcome, all families and versions.
+    pub fn outcome_total(&self, outcome: Outcome) -> u64 {
+        self.requests
+            .iter()
+            .flat_map(|f| f.iter())
+            .map(|v| v[outcome as usize].get())
+            .sum()
+    }
+
+    pub fn received(&self) -> u64 {
+        OUTCOMES.iter().map(|o| self.outcome_total(*o)).sum()
     }
 }
 
+/// Sum of one outcome over workers.
+pub fn total(all: &[Arc<WorkerStats>], outcome: Outcome) -> u64 {
+    all.iter().map(|s| s.outcome_total(outcome)).sum()
+}
+
 /// A one-line summary over all workers, for the log.
-pub fn summary(all: &[std::sync::Arc<WorkerStats>]) -> String {
+pub fn summary(all: &[Arc<WorkerStats>]) -> String {
+    let received: u64 = all.iter().map(|s| s.received()).sum();
+    let mut line = format!("received {received}");
+    for outcome in OUTCOMES {
+        line.push_str(&format!(" {} {}", outcome.label(), total(all, outcome)));
+    }
     let sum = |f: fn(&WorkerStats) -> u64| all.iter().map(|s| f(s)).sum::<u64>();
-    format!(
-        "received {} answered {} kod {} leaked {} dropped {} (short {} version {} mode {} extension {} denied {} limited {} truncated {} overload {}) rx-stamp-missing {} send-errors {}",
-        sum(|s| s.received.get()),
-        sum(|s| s.answered.get()),
-        sum(|s| s.kod_sent.get()),
+    line.push_str(&format!(
+        " leaked {} rx_stamp_missing {} recv_errors {} send_errors {}",
         sum(|s| s.rate_limit_leaked.get()),
-        sum(|s| s.dropped()),
-        sum(|s| s.drop_too_short.get()),
-        sum(|s| s.drop_bad_version.get()),
-        sum(|s| s.drop_unsupported_mode.get()),
-        sum(|s| s.drop_bad_extension.get()),
-        sum(|s| s.drop_denied.get()),
-        sum(|s| s.drop_rate_limited.get()),
-        sum(|s| s.drop_truncated.get()),
-        sum(|s| s.drop_no_send_slot.get()),
         sum(|s| s.rx_stamp_missing.get()),
+        sum(|s| s.recv_errors.get()),
         sum(|s| s.send_errors.get()),
-    )
+    ));
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_family_version_outcome() {
+        let s = WorkerStats::default();
+        s.count(false, 0x23, Outcome::Answered);
+        s.count(true, 0x1b, Outcome::Answered);
+        s.count(true, 0x1b, Outcome::Kod);
+        s.count(false, 0x3b, Outcome::BadVersion);
+        assert_eq!(s.requests(0, 4, Outcome::Answered), 1);
+        assert_eq!(s.requests(1, 3, Outcome::Answered), 1);
+        assert_eq!(s.requests(0, 7, Outcome::BadVersion), 1);
+        assert_eq!(s.outcome_total(Outcome::Answered), 2);
+        assert_eq!(s.received(), 4);
+        let all = [Arc::new(s)];
+        let line = summary(&all);
+        assert!(line.starts_with("received 4 answered 2 kod 1 "), "{line}");
+    }
 }

@@ -16,6 +16,7 @@ use crate::server::cmsg::{
 };
 use crate::server::responder::Responder;
 use crate::server::sockets::ListenSocket;
+use crate::server::stats::Outcome;
 
 const SQ_ENTRIES: u32 = 4096;
 const CQ_ENTRIES: u32 = 8192;
@@ -264,7 +265,7 @@ impl<'a> Worker<'a> {
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
-            let mut batch_started = false;
+            let mut batch = 0usize;
             for &(data, result, flags) in &completions {
                 let (kind, index) = split_user_data(data);
                 match kind {
@@ -284,10 +285,10 @@ impl<'a> Worker<'a> {
                             responder.stats().recv_errors.bump();
                             continue;
                         };
-                        if !batch_started {
+                        if batch == 0 {
                             responder.begin_batch();
-                            batch_started = true;
                         }
+                        batch += 1;
                         self.serve(index, bid, result as usize, responder)?;
                         self.buffers[index].recycle(bid);
                     }
@@ -300,6 +301,9 @@ impl<'a> Worker<'a> {
                     KIND_SHUTDOWN => return Ok(()),
                     _ => {}
                 }
+            }
+            if batch > 0 {
+                responder.end_batch(batch);
             }
             for br in &self.buffers {
                 br.publish();
@@ -326,20 +330,19 @@ impl<'a> Worker<'a> {
             responder.stats().recv_errors.bump();
             return Ok(());
         };
-        if msg.is_payload_truncated() {
-            responder.stats().received.bump();
-            responder.stats().drop_truncated.bump();
-            return Ok(());
-        }
         let Some(peer) = parse_sockaddr(msg.name_data()) else {
             responder.stats().recv_errors.bump();
             return Ok(());
         };
+        let first_byte = msg.payload_data().first().copied().unwrap_or(0);
+        if msg.is_payload_truncated() {
+            responder.count_unhandled(peer, first_byte, Outcome::Truncated);
+            return Ok(());
+        }
         let meta = parse_control(msg.control_data());
         let Some(slot_index) = self.free_slots.pop() else {
             // Every reply slot is in flight: an overload drop, counted.
-            responder.stats().received.bump();
-            responder.stats().drop_no_send_slot.bump();
+            responder.count_unhandled(peer, first_byte, Outcome::Overload);
             return Ok(());
         };
         let slot = &mut self.slots[slot_index as usize];

@@ -1,0 +1,290 @@
+//! The Prometheus text exposition format (version 0.0.4), built at scrape time
+//! from the workers' counters and histograms and the published server state.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::clock::system_unix_ns;
+use crate::metrics::histogram::{Histogram, Snapshot};
+use crate::server::ratelimit::RateLimiter;
+use crate::server::stats::{WorkerStats, FAMILIES, OUTCOMES};
+use crate::state::{unix_ns_to_ntp, StateReader};
+
+/// Everything a scrape reads.
+pub struct MetricsSource {
+    pub workers: Vec<Arc<WorkerStats>>,
+    pub backend: &'static str,
+    pub state: StateReader,
+    pub limiter: Arc<RateLimiter>,
+    pub started: Instant,
+}
+
+struct Out(String);
+
+impl Out {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+        }
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, snapshot: &Snapshot, scale: f64) {
+        self.header(name, "histogram", help);
+        for (bound, cumulative) in snapshot.bounds.iter().zip(snapshot.cumulative()) {
+            let le = *bound as f64 * scale;
+            self.sample(
+                &format!("{name}_bucket"),
+                &format!("le=\"{le}\""),
+                cumulative,
+            );
+        }
+        self.sample(&format!("{name}_bucket"), "le=\"+Inf\"", snapshot.count);
+        self.sample(&format!("{name}_sum"), "", snapshot.sum as f64 * scale);
+        self.sample(&format!("{name}_count"), "", snapshot.count);
+    }
+}
+
+fn merged(workers: &[Arc<WorkerStats>], pick: fn(&WorkerStats) -> &Histogram) -> Snapshot {
+    let hs: Vec<&Histogram> = workers.iter().map(|w| pick(w)).collect();
+    Snapshot::merge(&hs)
+}
+
+/// Renders the whole exposition.
+pub fn render(src: &MetricsSource) -> String {
+    let mut o = Out(String::with_capacity(16 * 1024));
+    let workers = &src.workers;
+
+    o.header(
+        "tachyon_build_info",
+        "gauge",
+        "Build and runtime information; always 1.",
+    );
+    o.sample(
+        "tachyon_build_info",
+        &format!(
+            "version=\"{}\",backend=\"{}\"",
+            env!("CARGO_PKG_VERSION"),
+            src.backend
+        ),
+        1,
+    );
+    o.header(
+        "tachyon_uptime_seconds",
+        "gauge",
+        "Seconds since tachyond started.",
+    );
+    o.sample(
+        "tachyon_uptime_seconds",
+        "",
+        src.started.elapsed().as_secs_f64(),
+    );
+
+    o.header(
+        "tachyon_requests_total",
+        "counter",
+        "Datagrams received on the NTP port, by IP family, NTP version and outcome.",
+    );
+    for (f, family) in FAMILIES.iter().enumerate() {
+        for version in 0..8 {
+            for outcome in OUTCOMES {
+                let n: u64 = workers
+                    .iter()
+                    .map(|w| w.requests(f, version, outcome))
+                    .sum();
+                // Versions 0 and 5..7 can only be bad_version (or earlier drops):
+                // skip all-zero series outside 1..=4 to keep the exposition small.
+                if n == 0 && !(1..=4).contains(&version) {
+                    continue;
+                }
+                o.sample(
+                    "tachyon_requests_total",
+                    &format!(
+                        "family=\"{family}\",version=\"{version}\",outcome=\"{}\"",
+                        outcome.label()
+                    ),
+                    n,
+                );
+            }
+        }
+    }
+    let sum = |f: fn(&WorkerStats) -> u64| workers.iter().map(|w| f(w)).sum::<u64>();
+    for (name, help, value) in [
+        (
+            "tachyon_received_bytes_total",
+            "Bytes of NTP datagrams received.",
+            sum(|w| w.bytes_in.get()),
+        ),
+        (
+            "tachyon_sent_bytes_total",
+            "Bytes of NTP replies and KoDs sent.",
+            sum(|w| w.bytes_out.get()),
+        ),
+        (
+            "tachyon_rate_limit_leaked_total",
+            "Requests over their rate limit answered anyway (1 in 2^leak).",
+            sum(|w| w.rate_limit_leaked.get()),
+        ),
+        (
+            "tachyon_rx_timestamp_missing_total",
+            "Datagrams without a kernel receive timestamp (the clock was read instead).",
+            sum(|w| w.rx_stamp_missing.get()),
+        ),
+        (
+            "tachyon_receive_errors_total",
+            "Receive errors other than running out of buffers.",
+            sum(|w| w.recv_errors.get()),
+        ),
+        (
+            "tachyon_send_errors_total",
+            "Replies the kernel refused to send.",
+            sum(|w| w.send_errors.get()),
+        ),
+        (
+            "tachyon_multishot_rearms_total",
+            "io_uring multishot receives re-armed after the kernel ended them.",
+            sum(|w| w.multishot_rearms.get()),
+        ),
+    ] {
+        o.header(name, "counter", help);
+        o.sample(name, "", value);
+    }
+
+    o.histogram(
+        "tachyon_response_time_seconds",
+        "Server processing time of answered requests: kernel receive timestamp (T2) to transmit timestamp (T3).",
+        &merged(workers, |w| &w.response_time),
+        1e-9,
+    );
+    o.histogram(
+        "tachyon_batch_size",
+        "Datagrams handled per worker wake-up.",
+        &merged(workers, |w| &w.batch_size),
+        1.0,
+    );
+
+    o.header(
+        "tachyon_worker_packets_total",
+        "counter",
+        "Datagrams received, per worker.",
+    );
+    for (i, w) in workers.iter().enumerate() {
+        o.sample(
+            "tachyon_worker_packets_total",
+            &format!("worker=\"{i}\""),
+            w.received(),
+        );
+    }
+    o.header(
+        "tachyon_worker_busy_seconds_total",
+        "counter",
+        "Seconds each worker spent handling batches; rate() of it is the busy ratio.",
+    );
+    for (i, w) in workers.iter().enumerate() {
+        o.sample(
+            "tachyon_worker_busy_seconds_total",
+            &format!("worker=\"{i}\""),
+            w.busy_ns.get() as f64 * 1e-9,
+        );
+    }
+    o.header(
+        "tachyon_worker_busy_ratio",
+        "gauge",
+        "Fraction of the time since start each worker spent handling batches.",
+    );
+    let uptime_ns = src.started.elapsed().as_nanos().max(1) as f64;
+    for (i, w) in workers.iter().enumerate() {
+        o.sample(
+            "tachyon_worker_busy_ratio",
+            &format!("worker=\"{i}\",backend=\"{}\"", src.backend),
+            w.busy_ns.get() as f64 / uptime_ns,
+        );
+    }
+
+    o.header(
+        "tachyon_ratelimit_table_capacity",
+        "gauge",
+        "Client entries the rate-limit table holds.",
+    );
+    o.sample(
+        "tachyon_ratelimit_table_capacity",
+        "",
+        src.limiter.capacity(),
+    );
+    o.header(
+        "tachyon_ratelimit_table_bytes",
+        "gauge",
+        "Memory of the rate-limit table.",
+    );
+    o.sample(
+        "tachyon_ratelimit_table_bytes",
+        "",
+        src.limiter.memory_bytes(),
+    );
+
+    let state = src.state.read();
+    let sys = &state.system;
+    let now = unix_ns_to_ntp(state.correction.apply(system_unix_ns()));
+    for (name, help, value) in [
+        (
+            "tachyon_system_synchronized",
+            "1 when the server has time to give (LI != 3, stratum 1..15), else 0.",
+            sys.is_synchronized() as u8 as f64,
+        ),
+        (
+            "tachyon_system_stratum",
+            "Stratum served (0 on the wire when unsynchronized).",
+            sys.stratum as f64,
+        ),
+        (
+            "tachyon_system_leap",
+            "Leap indicator served: 0 none, 1 insert, 2 delete, 3 unsynchronized.",
+            sys.leap as u8 as f64,
+        ),
+        (
+            "tachyon_system_root_delay_seconds",
+            "Root delay served.",
+            sys.root_delay,
+        ),
+        (
+            "tachyon_system_root_dispersion_seconds",
+            "Root dispersion served now (grows 15 ppm from the last clock update).",
+            sys.root_dispersion_at(now),
+        ),
+        (
+            "tachyon_system_precision_seconds",
+            "Clock read precision advertised.",
+            2f64.powi(sys.precision as i32),
+        ),
+        (
+            "tachyon_system_clock_offset_seconds",
+            "Software clock correction applied to the system time.",
+            state.correction.offset,
+        ),
+        (
+            "tachyon_system_frequency_ppm",
+            "Software clock frequency correction, ppm.",
+            state.correction.frequency * 1e6,
+        ),
+        (
+            "tachyon_system_last_update_age_seconds",
+            "Seconds since the last clock update (reference time); -1 if never.",
+            if sys.reference_time.is_zero() {
+                -1.0
+            } else {
+                now.seconds_since(sys.reference_time)
+            },
+        ),
+    ] {
+        o.header(name, "gauge", help);
+        o.sample(name, "", value);
+    }
+    o.0
+}
