@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod metrics;
 pub mod proto;
 pub mod server;

@@ -4,7 +4,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -14,12 +15,14 @@ use nix::sys::signalfd::SignalFd;
 
 use tachyon::clock::{may_set_time, measure_precision, system_unix_ns};
 use tachyon::config::{ClockChoice, Config};
+use tachyon::control::{default_socket_path, ControlServer, ControlSource};
 use tachyon::metrics::exposition::MetricsSource;
 use tachyon::metrics::http::MetricsServer;
 use tachyon::proto::{LeapIndicator, SystemInfo};
 use tachyon::server::ratelimit::RateLimiter;
 use tachyon::server::responder::AccessControl;
 use tachyon::server::restrict::RestrictTable;
+use tachyon::server::stats::Outcome;
 use tachyon::server::{choose_backend, stats, Server, ServerOptions};
 use tachyon::state::{shared_state, unix_ns_to_ntp, ServerState, StatePublisher};
 
@@ -45,6 +48,10 @@ struct Args {
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     print_default_config: bool,
+    /// The control socket tachyonctl talks to [default: /run/tachyon/tachyond.sock
+    /// as root, else $XDG_RUNTIME_DIR or the temp dir].
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides it).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -65,7 +72,7 @@ fn main() -> ExitCode {
     if let Some(path) = args.check_config {
         return check_config(&path);
     }
-    match run(args.config) {
+    match run(args.config, args.control_socket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
@@ -124,7 +131,7 @@ fn default_listen(port: u16) -> Vec<SocketAddr> {
     addrs
 }
 
-fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+fn run(config_path: Option<PathBuf>, control_socket: Option<PathBuf>) -> anyhow::Result<()> {
     let embedded = config_path.is_none();
     let config = match &config_path {
         Some(path) => Config::load(path)?,
@@ -232,6 +239,20 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         server.backend().name()
     );
 
+    let request_rate = Arc::new(AtomicU64::new(0f64.to_bits()));
+    let control_source = ControlSource {
+        workers: server.stats().to_vec(),
+        backend: server.backend().name(),
+        clock: clock_mode.to_string(),
+        state: reader.clone(),
+        started: Instant::now(),
+        sources: Arc::new(Mutex::new(Vec::new())),
+        request_rate: request_rate.clone(),
+    };
+    let control_path = control_socket.unwrap_or_else(default_socket_path);
+    let _control = ControlServer::start(&control_path, control_source)?;
+    log::info!("control socket {}", control_path.display());
+
     let metrics_source = MetricsSource {
         workers: server.stats().to_vec(),
         backend: server.backend().name(),
@@ -257,7 +278,14 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         },
     };
 
-    let result = wait_for_signal(&signal_fd, &server, &config, &mut publisher, precision);
+    let result = wait_for_signal(
+        &signal_fd,
+        &server,
+        &config,
+        &mut publisher,
+        precision,
+        &request_rate,
+    );
     log::info!("stopping: {}", stats::summary(server.stats()));
     server.stop()?;
     result
@@ -271,9 +299,15 @@ fn wait_for_signal(
     config: &Config,
     publisher: &mut StatePublisher,
     precision: i8,
+    request_rate: &AtomicU64,
 ) -> anyhow::Result<()> {
     const LOCAL_REFRESH: Duration = Duration::from_secs(16);
+    const RATE_WINDOW: usize = 10;
+    const LIMIT_REPORT: Duration = Duration::from_secs(300);
     let mut last_refresh = Instant::now();
+    // (when, datagrams received so far), one per second, for requests/s.
+    let mut history: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    let mut limit_report = (Instant::now(), 0u64, 0u64);
     loop {
         let mut fds = [PollFd::new(
             std::os::fd::AsFd::as_fd(signal_fd),
@@ -299,6 +333,35 @@ fn wait_for_signal(
         }
         if !server.healthy() {
             anyhow::bail!("a worker stopped; exiting so the service manager can restart tachyond");
+        }
+        let received: u64 = server.stats().iter().map(|w| w.received()).sum();
+        history.push_back((Instant::now(), received));
+        if history.len() > RATE_WINDOW {
+            history.pop_front();
+        }
+        if let (Some(first), Some(last)) = (history.front(), history.back()) {
+            let dt = last.0.duration_since(first.0).as_secs_f64();
+            let rate = if dt > 0.0 {
+                (last.1 - first.1) as f64 / dt
+            } else {
+                0.0
+            };
+            request_rate.store(rate.to_bits(), Ordering::Relaxed);
+        }
+        if limit_report.0.elapsed() >= LIMIT_REPORT {
+            // A summary at most every few minutes while limiting is active; never
+            // a line per packet.
+            let limited = stats::total(server.stats(), Outcome::RateLimited);
+            let kods = stats::total(server.stats(), Outcome::Kod);
+            if limited > limit_report.1 || kods > limit_report.2 {
+                log::info!(
+                    "rate limiting: {} requests dropped and {} KoDs sent in the last {} s",
+                    limited - limit_report.1,
+                    kods - limit_report.2,
+                    LIMIT_REPORT.as_secs()
+                );
+            }
+            limit_report = (Instant::now(), limited, kods);
         }
         if config.local_stratum.is_some() && last_refresh.elapsed() >= LOCAL_REFRESH {
             // The host clock is the reference: keep the reference time fresh so

@@ -53,6 +53,8 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_tachyond"))
             .arg("--config")
             .arg(&config_path)
+            .arg("--control-socket")
+            .arg(dir.join("control.sock"))
             .arg("--log-level")
             .arg("debug")
             .stdout(Stdio::null())
@@ -78,6 +80,10 @@ impl Daemon {
                 daemon.log()
             );
         }
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
     }
 
     pub fn log(&self) -> String {
