@@ -26,11 +26,13 @@ pub fn measure_precision() -> i8 {
     log2.clamp(-30.0, 0.0) as i8
 }
 
-/// Whether this process may set the system clock (CAP_SYS_TIME in its effective
+/// Whether this thread may set the system clock (CAP_SYS_TIME in its effective
 /// set), read from /proc so no privilege is needed to ask.
 pub fn may_set_time() -> bool {
     const CAP_SYS_TIME: u32 = 25;
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+    // thread-self: capabilities are per thread, and this is what the calling
+    // thread (the one that will adjust the clock) holds.
+    let Ok(status) = std::fs::read_to_string("/proc/thread-self/status") else {
         return false;
     };
     status

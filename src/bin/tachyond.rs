@@ -18,12 +18,13 @@ use tachyon::config::{ClockChoice, Config};
 use tachyon::control::{default_socket_path, ControlServer, ControlSource};
 use tachyon::metrics::exposition::MetricsSource;
 use tachyon::metrics::http::MetricsServer;
+use tachyon::privileges;
 use tachyon::proto::{LeapIndicator, SystemInfo};
 use tachyon::server::ratelimit::RateLimiter;
 use tachyon::server::responder::AccessControl;
 use tachyon::server::restrict::RestrictTable;
 use tachyon::server::stats::Outcome;
-use tachyon::server::{choose_backend, stats, Server, ServerOptions};
+use tachyon::server::{choose_backend, stats, BoundServer, Server, ServerOptions};
 use tachyon::state::{shared_state, unix_ns_to_ntp, ServerState, StatePublisher};
 
 /// The port an unprivileged tachyond falls back to when it may not bind 123
@@ -52,6 +53,14 @@ struct Args {
     /// as root, else $XDG_RUNTIME_DIR or the temp dir].
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
+    /// Started as root: run as USER[:GROUP] after binding, keeping only
+    /// CAP_SYS_TIME and CAP_NET_BIND_SERVICE [default: the first of tachyon, ntp,
+    /// nobody that exists].
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Started as root: stay root (not recommended).
+    #[arg(long, conflicts_with = "user")]
+    allow_root: bool,
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides it).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -72,7 +81,7 @@ fn main() -> ExitCode {
     if let Some(path) = args.check_config {
         return check_config(&path);
     }
-    match run(args.config, args.control_socket) {
+    match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
@@ -131,8 +140,31 @@ fn default_listen(port: u16) -> Vec<SocketAddr> {
     addrs
 }
 
-fn run(config_path: Option<PathBuf>, control_socket: Option<PathBuf>) -> anyhow::Result<()> {
+/// Who to become after binding: None to stay as we are.
+fn identity_to_drop_to(args: &Args) -> anyhow::Result<Option<privileges::Identity>> {
+    let root = nix::unistd::Uid::effective().is_root();
+    match (&args.user, root) {
+        (Some(_), false) => anyhow::bail!("--user needs tachyond to be started as root"),
+        (Some(spec), true) => Ok(Some(privileges::lookup(spec).map_err(anyhow::Error::msg)?)),
+        (None, true) if args.allow_root => {
+            log::warn!("running as root (--allow-root): prefer --user");
+            Ok(None)
+        }
+        (None, true) => match privileges::default_identity() {
+            Some(id) => Ok(Some(id)),
+            None => anyhow::bail!(
+                "started as root and none of the users {:?} exists: give --user, or --allow-root",
+                privileges::DEFAULT_USERS
+            ),
+        },
+        (None, false) => Ok(None),
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let config_path = args.config.clone();
     let embedded = config_path.is_none();
+    let drop_to = identity_to_drop_to(args)?;
     let config = match &config_path {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default(),
@@ -214,7 +246,7 @@ fn run(config_path: Option<PathBuf>, control_socket: Option<PathBuf>) -> anyhow:
     } else {
         config.listen.clone()
     };
-    let server = match Server::start(options(listen), reader.clone()) {
+    let bound = match BoundServer::bind(options(listen)) {
         Ok(s) => s,
         Err(e)
             if embedded
@@ -228,10 +260,24 @@ fn run(config_path: Option<PathBuf>, control_socket: Option<PathBuf>) -> anyhow:
                  {FALLBACK_PORT}: query it with `ntpdig -p 1 ...` or chronyd's `port {FALLBACK_PORT}`. \
                  Run as root or with CAP_NET_BIND_SERVICE to serve port 123."
             );
-            Server::start(options(default_listen(FALLBACK_PORT)), reader.clone())?
+            BoundServer::bind(options(default_listen(FALLBACK_PORT)))?
         }
         Err(e) => return Err(e.into()),
     };
+    let control_path = args
+        .control_socket
+        .clone()
+        .unwrap_or_else(default_socket_path);
+    let control_listener = ControlServer::bind(&control_path)?;
+    if let Some(id) = &drop_to {
+        privileges::drop_to(id).map_err(anyhow::Error::msg)?;
+        log::info!(
+            "running as {} (uid {}), keeping CAP_SYS_TIME and CAP_NET_BIND_SERVICE",
+            id.user,
+            id.uid
+        );
+    }
+    let server = bound.spawn(reader.clone())?;
     let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     log::info!(
         "serving on {} with {workers} worker(s), backend {}",
@@ -249,8 +295,7 @@ fn run(config_path: Option<PathBuf>, control_socket: Option<PathBuf>) -> anyhow:
         sources: Arc::new(Mutex::new(Vec::new())),
         request_rate: request_rate.clone(),
     };
-    let control_path = control_socket.unwrap_or_else(default_socket_path);
-    let _control = ControlServer::start(&control_path, control_source)?;
+    let _control = control_listener.start(control_source)?;
     log::info!("control socket {}", control_path.display());
 
     let metrics_source = MetricsSource {

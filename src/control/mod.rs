@@ -216,8 +216,16 @@ pub struct ControlServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The control socket, bound (so it can be created before privileges are
+/// dropped) but not yet served.
+pub struct BoundControl {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
 impl ControlServer {
-    pub fn start(path: &Path, source: ControlSource) -> io::Result<ControlServer> {
+    /// Creates the socket; [`BoundControl::start`] serves it.
+    pub fn bind(path: &Path) -> io::Result<BoundControl> {
         // A socket left by a crashed daemon is replaced; a live daemon's is not.
         if path.exists() {
             if UnixStream::connect(path).is_ok() {
@@ -232,6 +240,20 @@ impl ControlServer {
             io::Error::new(e.kind(), format!("control socket {}: {e}", path.display()))
         })?;
         listener.set_nonblocking(true)?;
+        Ok(BoundControl {
+            path: path.to_path_buf(),
+            listener,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl BoundControl {
+    pub fn start(self, source: ControlSource) -> io::Result<ControlServer> {
+        let BoundControl { path, listener } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -255,14 +277,10 @@ impl ControlServer {
                 }
             })?;
         Ok(ControlServer {
-            path: path.to_path_buf(),
+            path,
             stop,
             thread: Some(thread),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

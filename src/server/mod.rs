@@ -58,10 +58,17 @@ pub struct Server {
     backend: Backend,
 }
 
-impl Server {
-    /// Binds every socket (so bind errors surface here, before any thread starts)
-    /// and starts the workers.
-    pub fn start(options: ServerOptions, state: StateReader) -> io::Result<Server> {
+/// Sockets bound for every worker, before any worker thread exists (so that
+/// privileges can be dropped in between).
+pub struct BoundServer {
+    options: ServerOptions,
+    per_worker: Vec<Vec<ListenSocket>>,
+    local: Vec<SocketAddr>,
+}
+
+impl BoundServer {
+    /// Binds every socket; errors name the address.
+    pub fn bind(options: ServerOptions) -> io::Result<BoundServer> {
         let workers = options.workers.max(1);
         let mut per_worker: Vec<Vec<ListenSocket>> = (0..workers).map(|_| Vec::new()).collect();
         let mut local = Vec::new();
@@ -73,6 +80,24 @@ impl Server {
                 per_worker[w].push(socket);
             }
         }
+        Ok(BoundServer {
+            options,
+            per_worker,
+            local,
+        })
+    }
+
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    /// Starts one worker thread per socket set.
+    pub fn spawn(self, state: StateReader) -> io::Result<Server> {
+        let BoundServer {
+            options,
+            per_worker,
+            local,
+        } = self;
         let shutdown = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(io::Error::from)?;
         let cores = if options.pin {
@@ -115,6 +140,13 @@ impl Server {
             local,
             backend: options.backend,
         })
+    }
+}
+
+impl Server {
+    /// Binds every socket and starts the workers.
+    pub fn start(options: ServerOptions, state: StateReader) -> io::Result<Server> {
+        BoundServer::bind(options)?.spawn(state)
     }
 
     /// The addresses actually bound, one per listen address.
