@@ -14,3 +14,4 @@ pub mod privileges;
 pub mod proto;
 pub mod server;
 pub mod state;
+pub mod sync;

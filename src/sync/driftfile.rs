@@ -1,0 +1,183 @@
+//! The driftfile: the clock's frequency correction in ppm, one number on one
+//! line, as ntpd writes it, so a restart resumes at the right frequency
+//! instead of learning it again.
+//!
+//! Written at most hourly ([`should_write`]), atomically: a temporary file in
+//! the same directory, flushed to disk, renamed over the old one, and the
+//! directory synced, so a crash leaves either the old or the new value.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Least time between two writes, seconds.
+pub const WRITE_INTERVAL: f64 = 3600.0;
+/// Values beyond this (ppm) are not a real oscillator's and are refused.
+pub const MAX_DRIFT_PPM: f64 = 500.0;
+
+/// Why a driftfile could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DriftError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: expected a frequency in ppm, found {found:?}")]
+    Parse { path: PathBuf, found: String },
+    #[error("{path}: frequency {ppm} ppm is beyond ±{MAX_DRIFT_PPM} ppm")]
+    OutOfRange { path: PathBuf, ppm: f64 },
+}
+
+/// Parses driftfile contents: the first whitespace-separated token, in ppm
+/// (ntpd and NTPsec write just that; anything after it is ignored).
+pub fn parse(text: &str) -> Option<f64> {
+    let value: f64 = text.split_whitespace().next()?.parse().ok()?;
+    value.is_finite().then_some(value)
+}
+
+/// Reads the frequency. A missing file is `Ok(None)` (first start).
+pub fn read(path: &Path) -> Result<Option<f64>, DriftError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(DriftError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let ppm = parse(&text).ok_or_else(|| DriftError::Parse {
+        path: path.to_path_buf(),
+        found: text.trim().chars().take(40).collect(),
+    })?;
+    if ppm.abs() > MAX_DRIFT_PPM {
+        return Err(DriftError::OutOfRange {
+            path: path.to_path_buf(),
+            ppm,
+        });
+    }
+    Ok(Some(ppm))
+}
+
+/// Writes the frequency atomically (temp file, fsync, rename, fsync of the
+/// directory).
+pub fn write(path: &Path, ppm: f64) -> Result<(), DriftError> {
+    let io_err = |source| DriftError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_err(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".tmp.{}", std::process::id()));
+    let temp = dir.join(temp_name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)?;
+        writeln!(f, "{ppm:.3}")?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&temp, path)?;
+        // Make the rename itself durable.
+        File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result.map_err(io_err)
+}
+
+/// Whether it is time to write again: never written, or an hour since the
+/// last write (monotonic seconds).
+pub fn should_write(last_write: Option<f64>, now: f64) -> bool {
+    match last_write {
+        None => true,
+        Some(t) => now - t >= WRITE_INTERVAL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let dir = std::env::temp_dir().join(format!(
+                "tachyon-drift-{tag}-{}-{nanos}",
+                std::process::id()
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn parse_ntpd_format() {
+        assert_eq!(parse("-12.345\n"), Some(-12.345));
+        assert_eq!(parse("  7 extra"), Some(7.0));
+        assert_eq!(parse(""), None);
+        assert_eq!(parse("abc"), None);
+        assert_eq!(parse("NaN"), None);
+    }
+
+    #[test]
+    fn round_trip_and_replace() {
+        let dir = TempDir::new("rt");
+        let path = dir.0.join("ntp.drift");
+        assert_eq!(read(&path).unwrap(), None);
+        write(&path, -23.4567).unwrap();
+        assert_eq!(read(&path).unwrap(), Some(-23.457));
+        write(&path, 1.5).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "1.500\n");
+        // No temporary file is left behind.
+        let names: Vec<_> = fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["ntp.drift"]);
+    }
+
+    #[test]
+    fn bad_contents_are_errors() {
+        let dir = TempDir::new("bad");
+        let path = dir.0.join("drift");
+        fs::write(&path, "garbage\n").unwrap();
+        assert!(matches!(read(&path), Err(DriftError::Parse { .. })));
+        fs::write(&path, "900\n").unwrap();
+        assert!(matches!(read(&path), Err(DriftError::OutOfRange { .. })));
+        // Writing into a missing directory fails cleanly.
+        let missing = dir.0.join("no/such/dir/drift");
+        assert!(matches!(write(&missing, 1.0), Err(DriftError::Io { .. })));
+    }
+
+    #[test]
+    fn hourly_policy() {
+        assert!(should_write(None, 0.0));
+        assert!(!should_write(Some(100.0), 100.0 + 3599.0));
+        assert!(should_write(Some(100.0), 100.0 + 3600.0));
+    }
+}
