@@ -13,6 +13,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 
+use tachyon::clock::system::SystemClock;
 use tachyon::clock::{may_set_time, measure_precision, system_unix_ns};
 use tachyon::config::{ClockChoice, Config};
 use tachyon::control::{default_socket_path, ControlServer, ControlSource};
@@ -26,11 +27,15 @@ use tachyon::server::restrict::RestrictTable;
 use tachyon::server::stats::Outcome;
 use tachyon::server::{choose_backend, stats, BoundServer, Server, ServerOptions};
 use tachyon::state::{shared_state, unix_ns_to_ntp, ServerState, StatePublisher};
+use tachyon::sync::runner::{self, SyncClock, SyncOptions};
+use tachyon::sync::{EngineConfig, SoftwareClock};
 
 /// The port an unprivileged tachyond falls back to when it may not bind 123
 /// (only with the embedded default configuration).
 const FALLBACK_PORT: u16 = 12300;
 const NTP_PORT: u16 = 123;
+/// The port upstream servers are polled on.
+const UPSTREAM_PORT: u16 = tachyon::sync::runner::NTP_PORT;
 /// Where metrics are served when the configuration does not say: loopback only.
 const DEFAULT_METRICS: &str = "127.0.0.1:9123";
 
@@ -202,9 +207,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     );
     if config.local_stratum.is_none() {
-        log::warn!(
-            "upstream synchronization is not implemented yet: serving as unsynchronized \
-             (LI 3, stratum 0); {} upstream lines are not polled",
+        log::info!(
+            "{} upstream lines; serving as unsynchronized (LI 3, stratum 0) until enough agree",
             config.servers.len()
         );
     } else {
@@ -215,7 +219,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
 
-    let (mut publisher, reader) = shared_state(initial_state(&config, precision));
+    let (publisher, reader) = shared_state(initial_state(&config, precision));
     let backend = choose_backend(config.io).map_err(anyhow::Error::msg)?;
     let workers = config.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -278,6 +282,29 @@ fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     let server = bound.spawn(reader.clone())?;
+    let source_rows = Arc::new(Mutex::new(Vec::new()));
+    // With `local stratum`, the main loop publishes the local reference; otherwise
+    // the sync thread owns the publisher.
+    let (mut local_publisher, _sync) = if config.local_stratum.is_some() {
+        (Some(publisher), None)
+    } else {
+        let clock = match clock_mode {
+            ClockChoice::System => SyncClock::System(SystemClock::open()?),
+            _ => SyncClock::Software(SoftwareClock::new()),
+        };
+        let options = SyncOptions {
+            servers: config.servers.clone(),
+            driftfile: config.driftfile.clone(),
+            leapfile: config.leapfile.clone(),
+            engine: EngineConfig {
+                precision,
+                ..EngineConfig::default()
+            },
+            port: UPSTREAM_PORT,
+        };
+        let handle = runner::spawn(options, clock, publisher, source_rows.clone())?;
+        (None, Some(handle))
+    };
     let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     log::info!(
         "serving on {} with {workers} worker(s), backend {}",
@@ -292,7 +319,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         clock: clock_mode.to_string(),
         state: reader.clone(),
         started: Instant::now(),
-        sources: Arc::new(Mutex::new(Vec::new())),
+        sources: source_rows.clone(),
         request_rate: request_rate.clone(),
     };
     let _control = control_listener.start(control_source)?;
@@ -327,9 +354,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         &signal_fd,
         &server,
         &config,
-        &mut publisher,
+        local_publisher.as_mut(),
         precision,
         &request_rate,
+        &|| _sync.as_ref().is_none_or(|s| s.is_running()),
     );
     log::info!("stopping: {}", stats::summary(server.stats()));
     server.stop()?;
@@ -342,9 +370,10 @@ fn wait_for_signal(
     signal_fd: &SignalFd,
     server: &Server,
     config: &Config,
-    publisher: &mut StatePublisher,
+    mut local_publisher: Option<&mut StatePublisher>,
     precision: i8,
     request_rate: &AtomicU64,
+    sync_alive: &dyn Fn() -> bool,
 ) -> anyhow::Result<()> {
     const LOCAL_REFRESH: Duration = Duration::from_secs(16);
     const RATE_WINDOW: usize = 10;
@@ -379,6 +408,12 @@ fn wait_for_signal(
         if !server.healthy() {
             anyhow::bail!("a worker stopped; exiting so the service manager can restart tachyond");
         }
+        if !sync_alive() {
+            // Serving the last published state forever would be serving wrong time.
+            anyhow::bail!(
+                "the sync thread stopped; exiting so the service manager can restart tachyond"
+            );
+        }
         let received: u64 = server.stats().iter().map(|w| w.received()).sum();
         history.push_back((Instant::now(), received));
         if history.len() > RATE_WINDOW {
@@ -408,11 +443,13 @@ fn wait_for_signal(
             }
             limit_report = (Instant::now(), limited, kods);
         }
-        if config.local_stratum.is_some() && last_refresh.elapsed() >= LOCAL_REFRESH {
-            // The host clock is the reference: keep the reference time fresh so
-            // root dispersion does not grow without bound.
-            publisher.publish(&initial_state(config, precision));
-            last_refresh = Instant::now();
+        if let Some(publisher) = local_publisher.as_deref_mut() {
+            if last_refresh.elapsed() >= LOCAL_REFRESH {
+                // The host clock is the reference: keep the reference time fresh
+                // so root dispersion does not grow without bound.
+                publisher.publish(&initial_state(config, precision));
+                last_refresh = Instant::now();
+            }
         }
     }
 }

@@ -459,7 +459,7 @@ impl Engine {
     fn evaluate_sync(&mut self, now: f64) {
         let lost = self
             .last_selection
-            .map_or(true, |t| now - t >= self.config.holdover);
+            .is_none_or(|t| now - t >= self.config.holdover);
         let synchronized = self.discipline.updates() > 0
             && !lost
             && self.discipline.remaining_slew(now).abs() <= self.config.max_sync_offset

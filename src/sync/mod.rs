@@ -26,6 +26,7 @@ pub mod estimate;
 pub mod filter;
 pub mod leapfile;
 pub mod refid;
+pub mod runner;
 pub mod select;
 pub mod source;
 

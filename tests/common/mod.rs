@@ -46,6 +46,11 @@ pub fn free_port() -> u16 {
 impl Daemon {
     /// Starts tachyond with `config` and waits until `probe` answers a query.
     pub fn start(config: &str, probe: SocketAddr) -> Daemon {
+        Daemon::start_with(config, probe, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra command-line arguments.
+    pub fn start_with(config: &str, probe: SocketAddr, args: &[&str]) -> Daemon {
         let dir = scratch_dir("tachyond");
         let config_path = dir.join("ntp.conf");
         std::fs::write(&config_path, config).unwrap();
@@ -57,6 +62,7 @@ impl Daemon {
             .arg(dir.join("control.sock"))
             .arg("--log-level")
             .arg("debug")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
