@@ -259,6 +259,7 @@ fn selects_the_honest_majority_and_rejects_the_falseticker() {
         "synchronized with the falseticker marked",
         |sources, status| status["synchronized"] == true && mark_of(sources, "127.0.4.4") == "x",
     );
+    wait_until_settled(&daemon, listen, 0.0);
     let sources = tachyonctl_json(&daemon, "sources");
     let peer = mark_of(&sources, "127.0.4.1")
         + &mark_of(&sources, "127.0.4.2")
@@ -314,6 +315,7 @@ fn serves_the_upstreams_time_not_the_hosts() {
     wait_for(&daemon, "synchronized", |_, status| {
         status["synchronized"] == true
     });
+    wait_until_settled(&daemon, listen, 0.5);
     let (offset, stratum) = ntpdig("127.0.5.10");
     eprintln!("ntpdig: tachyond offset {offset:+.6} s (upstreams +0.5 s), stratum {stratum}");
     assert_eq!(stratum, 2);

@@ -600,19 +600,29 @@ impl Engine {
         let result = selection.result.map(|c| {
             let peer = candidate_entry[c.peer];
             // Frequencies: inverse-variance weighted over the survivors that
-            // have a slope (the prefer peer's alone when it decides).
+            // have a slope (the prefer peer's alone when it decides), leaving out
+            // any whose slope is far from the survivors' median: a source with a
+            // steady but wrong frequency is precise, so plain inverse-variance
+            // weighting would let it dominate before its offset makes it a
+            // falseticker.
             let chosen: Vec<usize> = if c.prefer_used {
                 vec![peer]
             } else {
                 c.survivors.iter().map(|&k| candidate_entry[k]).collect()
             };
+            let slopes: Vec<(usize, f64, f64)> = chosen
+                .iter()
+                .filter_map(|&i| match views[i].map(|v| v.slope) {
+                    Some(Some((b, var))) => Some((i, b, var)),
+                    _ => None,
+                })
+                .collect();
+            let kept = robust_slopes(&slopes, peer);
             let (mut sw, mut sf) = (0.0, 0.0);
-            for &i in &chosen {
-                if let Some(Some((b, var))) = views[i].map(|v| v.slope) {
-                    let w = 1.0 / var.max(1e-24);
-                    sw += w;
-                    sf += w * b;
-                }
+            for (_, b, var) in kept {
+                let w = 1.0 / var.max(1e-24);
+                sw += w;
+                sf += w * b;
             }
             let peer_jitter = views[peer].map_or(0.0, |v| v.jitter);
             Estimate {
@@ -785,3 +795,54 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+/// The slopes (frequency, variance) to combine: those within 3 standard
+/// deviations (at least 1 ppm) of the median slope; if none are, the system
+/// peer's alone.
+fn robust_slopes(slopes: &[(usize, f64, f64)], peer: usize) -> Vec<(usize, f64, f64)> {
+    if slopes.len() < 3 {
+        return slopes.to_vec();
+    }
+    let mut sorted: Vec<f64> = slopes.iter().map(|s| s.1).collect();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let n = sorted.len();
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    let kept: Vec<(usize, f64, f64)> = slopes
+        .iter()
+        .copied()
+        .filter(|&(_, b, var)| (b - median).abs() <= (3.0 * var.sqrt()).max(1e-6))
+        .collect();
+    if kept.is_empty() {
+        slopes.iter().copied().filter(|s| s.0 == peer).collect()
+    } else {
+        kept
+    }
+}
+
+#[cfg(test)]
+mod robust_slope_tests {
+    use super::robust_slopes;
+
+    #[test]
+    fn a_steady_wrong_frequency_is_left_out() {
+        // Three sources near 0 ppm, one precise at +1000 ppm.
+        let slopes = [
+            (0, 0.1e-6, 1e-14),
+            (1, -0.2e-6, 1e-14),
+            (2, 0.05e-6, 1e-14),
+            (3, 1000e-6, 1e-18),
+        ];
+        let kept = robust_slopes(&slopes, 0);
+        assert_eq!(kept.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn two_sources_are_kept_as_they_are() {
+        let slopes = [(0, 0.0, 1e-14), (1, 50e-6, 1e-14)];
+        assert_eq!(robust_slopes(&slopes, 0).len(), 2);
+    }
+}
