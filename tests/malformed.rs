@@ -220,3 +220,65 @@ fn malformed_input_with_uring() {
 fn malformed_input_with_mmsg() {
     run("mmsg");
 }
+
+/// Hostile traffic from many source addresses while honest clients query: every
+/// honest query is answered and the daemon stays up.
+#[test]
+fn honest_clients_are_served_through_hostile_traffic() {
+    let port = free_port();
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut daemon = Daemon::start(
+        &format!(
+            "listen {server}\nworkers 2\nclock software\nlocal stratum 2\n\
+             restrict default kod limited\nrestrict 127.0.6.0 mask 255.255.255.0\n"
+        ),
+        server,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let hostile = std::thread::spawn(move || {
+        let mut rng = Rng(0xbad_5eed);
+        let datagrams = corpus(&mut rng);
+        let sockets: Vec<UdpSocket> = (1..=50)
+            .map(|i| UdpSocket::bind((format!("127.0.7.{i}").as_str(), 0)).unwrap())
+            .collect();
+        let mut sent = 0usize;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            for (i, (d, _)) in datagrams.iter().enumerate() {
+                let _ = sockets[i % sockets.len()].send_to(d, server);
+                sent += 1;
+                if i % 256 == 0 && flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+            }
+        }
+        sent
+    });
+    // Honest clients from their own (unlimited) addresses, one query each.
+    let mut answered = 0;
+    for i in 0..300u32 {
+        let addr = format!("127.0.6.{}", 1 + i % 250);
+        let s = UdpSocket::bind((addr.as_str(), 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let n = nonce();
+        s.send_to(&request(4, n), server).unwrap();
+        let mut buf = [0u8; 128];
+        if let Ok((len, _)) = s.recv_from(&mut buf) {
+            let h = Header::parse(&buf[..len]).unwrap();
+            assert_eq!(h.origin_ts.to_bits(), n);
+            assert_eq!(h.stratum, 2);
+            answered += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let hostile_sent = hostile.join().unwrap();
+    assert!(daemon.is_running());
+    let log = daemon.stop();
+    eprintln!("hostile datagrams sent {hostile_sent}; honest answered {answered}/300");
+    assert!(
+        hostile_sent > 1000,
+        "the hostile sender ran: {hostile_sent}"
+    );
+    assert_eq!(answered, 300, "{log}");
+    assert!(summary_count(&log, "malformed") > 0, "{log}");
+}
