@@ -101,7 +101,8 @@ pub fn parse_control(control: &[u8]) -> RxMeta {
     let mut at = 0usize;
     while at + CMSG_HEADER <= control.len() {
         let len = read_usize(&control[at..]);
-        if len < CMSG_HEADER || at + len > control.len() {
+        // Compared against what is left, so that a huge length cannot overflow.
+        if len < CMSG_HEADER || len > control.len() - at {
             break;
         }
         let level = read_i32(&control[at + ALIGN..]);
@@ -135,7 +136,10 @@ pub fn parse_control(control: &[u8]) -> RxMeta {
             }
             _ => {}
         }
-        at += cmsg_align(len);
+        at = match at.checked_add(cmsg_align(len)) {
+            Some(next) => next,
+            None => break,
+        };
     }
     meta
 }
@@ -221,6 +225,17 @@ mod tests {
             parse_control(&c).local,
             Some(("127.0.0.5".parse().unwrap(), 2))
         );
+    }
+
+    #[test]
+    fn huge_length_after_a_valid_message_is_not_an_overflow() {
+        // Found by the control_messages fuzz target: a second header whose
+        // length wraps `at + len` around.
+        let mut c = timestamping(1, 2);
+        let mut second = vec![0u8; 32];
+        second[..8].copy_from_slice(&(usize::MAX - 8).to_ne_bytes());
+        c.extend_from_slice(&second);
+        assert_eq!(parse_control(&c).timestamp_ns, Some(1_000_000_002));
     }
 
     #[test]
