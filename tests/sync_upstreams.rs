@@ -157,6 +157,19 @@ fn wait_for(
     }
 }
 
+fn scrape_metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
 fn mark_of(sources: &serde_json::Value, remote: &str) -> String {
     sources
         .as_array()
@@ -249,7 +262,7 @@ fn selects_the_honest_majority_and_rejects_the_falseticker() {
          server 127.0.4.3 iburst minpoll 4\nserver 127.0.4.4 iburst minpoll 4\n\
          server 127.0.4.5 iburst minpoll 4\n\
          restrict default kod limited nomodify notrap nopeer noquery\nrestrict 127.0.0.1\n\
-         listen {listen}\nworkers 1\nclock software\n",
+         listen {listen}\nworkers 1\nclock software\nmetrics 127.0.4.10:19123\n",
         drift.display()
     );
     // --allow-root: the driftfile lives in a root-owned test directory.
@@ -278,6 +291,16 @@ fn selects_the_honest_majority_and_rejects_the_falseticker() {
     assert!(
         offset.abs() < 0.001,
         "served time {offset} s from the host clock"
+    );
+    // The per-source metrics say the same.
+    let metrics = scrape_metrics("127.0.4.10:19123");
+    assert!(
+        metrics.contains("tachyon_source_selected{source=\"127.0.4.4\",state=\"falseticker\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tachyon_source_reach{source=\"127.0.4.1\"}"),
+        "{metrics}"
     );
     let log = daemon.stop();
     assert!(log.contains("source 127.0.4.4: falseticker"), "{log}");

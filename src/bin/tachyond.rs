@@ -331,6 +331,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         state: reader.clone(),
         limiter: access.limiter.clone(),
         started: Instant::now(),
+        sources: source_rows.clone(),
     };
     let _metrics = match config.metrics {
         Some(addr) => {

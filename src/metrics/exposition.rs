@@ -2,10 +2,11 @@
 //! from the workers' counters and histograms and the published server state.
 
 use std::fmt::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::clock::system_unix_ns;
+use crate::control::SourceRow;
 use crate::metrics::histogram::{Histogram, Snapshot};
 use crate::server::ratelimit::RateLimiter;
 use crate::server::stats::{WorkerStats, FAMILIES, OUTCOMES};
@@ -18,6 +19,8 @@ pub struct MetricsSource {
     pub state: StateReader,
     pub limiter: Arc<RateLimiter>,
     pub started: Instant,
+    /// Upstream sources as the sync thread last reported them.
+    pub sources: Arc<Mutex<Vec<SourceRow>>>,
 }
 
 struct Out(String);
@@ -286,5 +289,85 @@ pub fn render(src: &MetricsSource) -> String {
         o.header(name, "gauge", help);
         o.sample(name, "", value);
     }
+    render_sources(&mut o, src);
     o.0
+}
+
+/// Per-source gauges, labelled by address.
+fn render_sources(o: &mut Out, src: &MetricsSource) {
+    let rows = src.sources.lock().map(|r| r.clone()).unwrap_or_default();
+    o.header(
+        "tachyon_sources",
+        "gauge",
+        "Upstream sources configured and resolved.",
+    );
+    o.sample("tachyon_sources", "", rows.len());
+    o.header(
+        "tachyon_sources_selectable",
+        "gauge",
+        "Sources currently selected or combined (marks * and +).",
+    );
+    o.sample(
+        "tachyon_sources_selectable",
+        "",
+        rows.iter()
+            .filter(|r| r.mark == "*" || r.mark == "+")
+            .count(),
+    );
+    type Field = fn(&SourceRow) -> f64;
+    let gauges: [(&str, &str, Field); 7] = [
+        (
+            "tachyon_source_offset_seconds",
+            "Estimated offset of the source (positive: we are behind).",
+            |r| r.offset_ms * 1e-3,
+        ),
+        (
+            "tachyon_source_delay_seconds",
+            "Round-trip delay of the source's best recent sample.",
+            |r| r.delay_ms * 1e-3,
+        ),
+        (
+            "tachyon_source_jitter_seconds",
+            "The source's jitter.",
+            |r| r.jitter_ms * 1e-3,
+        ),
+        (
+            "tachyon_source_stratum",
+            "The source's stratum (0 before its first valid reply).",
+            |r| r.stratum as f64,
+        ),
+        (
+            "tachyon_source_reach",
+            "The 8-bit reach register (255: the last 8 polls answered).",
+            |r| r.reach as f64,
+        ),
+        (
+            "tachyon_source_poll_seconds",
+            "The source's poll interval.",
+            |r| 2f64.powi(r.poll as i32),
+        ),
+        (
+            "tachyon_source_last_sample_age_seconds",
+            "Seconds since the source's last valid sample; -1 if none.",
+            |r| r.when.unwrap_or(-1.0),
+        ),
+    ];
+    for (name, help, field) in gauges {
+        o.header(name, "gauge", help);
+        for r in &rows {
+            o.sample(name, &format!("source=\"{}\"", r.remote), field(r));
+        }
+    }
+    o.header(
+        "tachyon_source_selected",
+        "gauge",
+        "1 for the source's current selection state, by state (system peer, survivor, candidate, falseticker, unreachable, ...).",
+    );
+    for r in &rows {
+        o.sample(
+            "tachyon_source_selected",
+            &format!("source=\"{}\",state=\"{}\"", r.remote, r.state),
+            1,
+        );
+    }
 }
