@@ -22,7 +22,8 @@ use nix::sys::socket::{
 };
 
 use super::{
-    ClockControl, ClockError, Engine, EngineConfig, SoftwareClock, SourceId, SourceOptions,
+    ClockControl, ClockError, Engine, EngineConfig, Mark, SoftwareClock, SourceId, SourceOptions,
+    Unusable,
 };
 use crate::config::{ServerConfig, SourceKind};
 use crate::control::{refid_text, SourceRow};
@@ -264,6 +265,22 @@ fn run(
     while !stop.load(Ordering::Relaxed) {
         let now = monotonic(start);
         for name in &mut names {
+            if name.config.kind == SourceKind::Pool && now >= name.next_resolve {
+                // A pool member that stopped answering or refused us is dropped,
+                // so that the look-up below can bring in a fresh one.
+                name.sources.retain(|(ip, id)| {
+                    let lost = matches!(
+                        engine.mark(*id),
+                        Some(Mark::Unreachable) | Some(Mark::Unusable(Unusable::Denied))
+                    );
+                    if lost {
+                        log::info!("pool {}: dropping {ip}", name.config.host);
+                        engine.remove_source(*id);
+                        in_flight.remove(id);
+                    }
+                    !lost
+                });
+            }
             let unresolved = name.sources.is_empty();
             let pool_short =
                 name.config.kind == SourceKind::Pool && name.sources.len() < POOL_MEMBERS;
