@@ -18,7 +18,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use tachyon::config::Config;
 use tachyon::proto::{respond, Access, LeapIndicator, NtpTimestamp, SystemInfo};
 use tachyon::server::ratelimit::RateLimiter;
-use tachyon::server::responder::{AccessControl, Responder};
+use tachyon::server::responder::{AccessControl, Responder, SharedAccess};
 use tachyon::server::restrict::RestrictTable;
 use tachyon::server::stats::WorkerStats;
 use tachyon::state::{shared_state, ServerState};
@@ -83,8 +83,11 @@ fn benches(c: &mut Criterion) {
             restrict: Arc::new(RestrictTable::new(&rules)),
             limiter: Arc::new(RateLimiter::new(limited.ratelimit)),
         };
-        let mut responder =
-            Responder::new(reader.clone(), access, Arc::new(WorkerStats::default()));
+        let mut responder = Responder::new(
+            reader.clone(),
+            SharedAccess::new(access),
+            Arc::new(WorkerStats::default()),
+        );
         responder.begin_batch();
         // 4096 clients in turn, 1 ms apart: each asks every 4 s, within its rate.
         let mut now = tachyon::clock::system_unix_ns();

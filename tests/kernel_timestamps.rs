@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use tachyon::proto::Header;
-use tachyon::server::responder::{AccessControl, Responder};
+use tachyon::server::responder::{AccessControl, Responder, SharedAccess};
 use tachyon::server::sockets::open_listen_socket;
 use tachyon::server::stats::{Outcome, WorkerStats};
 use tachyon::server::{mmsg, uring, Backend};
@@ -34,7 +34,11 @@ fn check(backend: Backend) {
 
     let (_publisher, reader) = shared_state(ServerState::unsynchronized(-20));
     let stats = Arc::new(WorkerStats::default());
-    let mut responder = Responder::new(reader, AccessControl::open(), stats.clone());
+    let mut responder = Responder::new(
+        reader,
+        SharedAccess::new(AccessControl::open()),
+        stats.clone(),
+    );
     let shutdown = EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap();
     let wake = shutdown.as_fd().try_clone_to_owned().unwrap();
     let worker = std::thread::spawn(move || {

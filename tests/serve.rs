@@ -140,3 +140,46 @@ fn a_bad_config_stops_the_daemon_with_the_location() {
         "{err}"
     );
 }
+
+#[test]
+fn sighup_reloads_restrict_rules_and_names_what_needs_a_restart() {
+    let port = free_port();
+    let v4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let base = config("uring", port, "local stratum 2\n");
+    let mut daemon = Daemon::start(&format!("{base}restrict ::1 noserve\n"), v4);
+    assert!(
+        query(v6, 4, Duration::from_millis(300)).is_none(),
+        "denied before"
+    );
+
+    // Lift the restriction and change something that needs a restart.
+    std::fs::write(&daemon.config_path, base.replace("workers 2", "workers 1")).unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while query(v6, 4, Duration::from_millis(200)).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still denied after SIGHUP:\n{}",
+            daemon.log()
+        );
+    }
+
+    // A broken file is refused and the running rules stay.
+    std::fs::write(
+        &daemon.config_path,
+        format!("{base}restrict ::1 frobnicate\n"),
+    )
+    .unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(query(v6, 4, Duration::from_secs(1)).is_some());
+    assert!(daemon.is_running());
+    let log = daemon.stop();
+    assert!(log.contains("SIGHUP: reloaded 0 restrict rules"), "{log}");
+    assert!(
+        log.contains("SIGHUP: changes to workers take effect after a restart"),
+        "{log}"
+    );
+    assert!(log.contains("keeping the running configuration"), "{log}");
+}

@@ -22,13 +22,13 @@ use tachyon::metrics::http::MetricsServer;
 use tachyon::privileges;
 use tachyon::proto::{LeapIndicator, SystemInfo};
 use tachyon::server::ratelimit::RateLimiter;
-use tachyon::server::responder::AccessControl;
+use tachyon::server::responder::{AccessControl, SharedAccess};
 use tachyon::server::restrict::RestrictTable;
 use tachyon::server::stats::Outcome;
 use tachyon::server::{choose_backend, stats, BoundServer, Server, ServerOptions};
 use tachyon::state::{shared_state, unix_ns_to_ntp, ServerState, StatePublisher};
 use tachyon::sync::runner::{self, SyncClock, SyncOptions};
-use tachyon::sync::{EngineConfig, SoftwareClock};
+use tachyon::sync::{EngineConfig, SoftwareClock, SourceOptions};
 
 /// The port an unprivileged tachyond falls back to when it may not bind 123
 /// (only with the embedded default configuration).
@@ -226,17 +226,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let access = AccessControl {
+    let access = SharedAccess::new(AccessControl {
         restrict: Arc::new(RestrictTable::new(&config.restrict)),
         limiter: Arc::new(RateLimiter::new(config.ratelimit)),
-    };
+    });
+    let limiter = access.current().limiter;
     log::info!(
         "rate limiting for `limited` clients: 1 request per 2^{} s sustained, burst {}, leak 1/2^{}; table of {} entries ({} MiB)",
         config.ratelimit.interval,
         config.ratelimit.burst,
         config.ratelimit.leak,
-        access.limiter.capacity(),
-        access.limiter.memory_bytes() >> 20
+        limiter.capacity(),
+        limiter.memory_bytes() >> 20
     );
     let options = |listen: Vec<SocketAddr>| ServerOptions {
         listen,
@@ -329,7 +330,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         workers: server.stats().to_vec(),
         backend: server.backend().name(),
         state: reader.clone(),
-        limiter: access.limiter.clone(),
+        access: access.clone(),
         started: Instant::now(),
         sources: source_rows.clone(),
     };
@@ -351,31 +352,135 @@ fn run(args: &Args) -> anyhow::Result<()> {
         },
     };
 
-    let result = wait_for_signal(
-        &signal_fd,
-        &server,
-        &config,
-        local_publisher.as_mut(),
+    let mut reloader = Reloader {
+        path: config_path.clone(),
+        running: config.clone(),
+        access: access.clone(),
+    };
+    let result = wait_for_signal(Supervision {
+        signal_fd: &signal_fd,
+        server: &server,
+        config: &config,
+        local_publisher: local_publisher.as_mut(),
         precision,
-        &request_rate,
-        &|| _sync.as_ref().is_none_or(|s| s.is_running()),
-    );
+        request_rate: &request_rate,
+        sync_alive: &|| _sync.as_ref().is_none_or(|s| s.is_running()),
+        reload: &mut || reloader.reload(),
+    });
     log::info!("stopping: {}", stats::summary(server.stats()));
     server.stop()?;
     result
 }
 
+/// SIGHUP: re-reads the configuration file and applies what can change while
+/// serving (restrict rules and rate limits); says what needs a restart.
+struct Reloader {
+    path: Option<PathBuf>,
+    running: Config,
+    access: Arc<SharedAccess>,
+}
+
+impl Reloader {
+    fn reload(&mut self) {
+        let Some(path) = &self.path else {
+            log::warn!("SIGHUP: running the embedded default configuration; nothing to reload");
+            return;
+        };
+        let new = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("SIGHUP: {e}; keeping the running configuration");
+                return;
+            }
+        };
+        for w in &new.warnings {
+            log::warn!("{w}");
+        }
+        let old = &self.running;
+        let limits_changed = new.ratelimit != old.ratelimit;
+        let limiter = if limits_changed {
+            Arc::new(RateLimiter::new(new.ratelimit))
+        } else {
+            self.access.current().limiter
+        };
+        self.access.replace(AccessControl {
+            restrict: Arc::new(RestrictTable::new(&new.restrict)),
+            limiter,
+        });
+        log::info!(
+            "SIGHUP: reloaded {} restrict rules{}",
+            new.restrict.len(),
+            if limits_changed {
+                " and new rate limits (client history starts afresh)"
+            } else {
+                ""
+            }
+        );
+        let upstreams = |c: &Config| -> Vec<String> {
+            c.servers
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {} {:?}",
+                        s.kind.as_str(),
+                        s.host,
+                        SourceOptions::from(s)
+                    )
+                })
+                .collect()
+        };
+        let mut restart = Vec::new();
+        for (changed, what) in [
+            (upstreams(&new) != upstreams(old), "server/pool"),
+            (new.listen != old.listen, "listen"),
+            (new.workers != old.workers, "workers"),
+            (new.io != old.io, "io"),
+            (new.clock != old.clock, "clock"),
+            (new.metrics != old.metrics, "metrics"),
+            (new.driftfile != old.driftfile, "driftfile"),
+            (new.leapfile != old.leapfile, "leapfile"),
+            (new.local_stratum != old.local_stratum, "local"),
+        ] {
+            if changed {
+                restart.push(what);
+            }
+        }
+        if !restart.is_empty() {
+            log::warn!(
+                "SIGHUP: changes to {} take effect after a restart",
+                restart.join(", ")
+            );
+        }
+        self.running = new;
+    }
+}
+
 /// Waits for SIGTERM or SIGINT while watching the workers; refreshes the local
 /// reference time when serving `local stratum`.
-fn wait_for_signal(
-    signal_fd: &SignalFd,
-    server: &Server,
-    config: &Config,
-    mut local_publisher: Option<&mut StatePublisher>,
+/// What the main thread watches and drives while the workers serve.
+struct Supervision<'a> {
+    signal_fd: &'a SignalFd,
+    server: &'a Server,
+    config: &'a Config,
+    /// With `local stratum`: the publisher of the local reference.
+    local_publisher: Option<&'a mut StatePublisher>,
     precision: i8,
-    request_rate: &AtomicU64,
-    sync_alive: &dyn Fn() -> bool,
-) -> anyhow::Result<()> {
+    request_rate: &'a AtomicU64,
+    sync_alive: &'a dyn Fn() -> bool,
+    reload: &'a mut dyn FnMut(),
+}
+
+fn wait_for_signal(supervision: Supervision<'_>) -> anyhow::Result<()> {
+    let Supervision {
+        signal_fd,
+        server,
+        config,
+        mut local_publisher,
+        precision,
+        request_rate,
+        sync_alive,
+        reload,
+    } = supervision;
     const LOCAL_REFRESH: Duration = Duration::from_secs(16);
     const RATE_WINDOW: usize = 10;
     const LIMIT_REPORT: Duration = Duration::from_secs(300);
@@ -393,9 +498,7 @@ fn wait_for_signal(
             Ok(_) => {
                 if let Some(info) = signal_fd.read_signal()? {
                     match Signal::try_from(info.ssi_signo as i32) {
-                        Ok(Signal::SIGHUP) => log::warn!(
-                            "SIGHUP: configuration reload is not supported yet; restart to apply changes"
-                        ),
+                        Ok(Signal::SIGHUP) => reload(),
                         Ok(sig) => {
                             log::info!("{sig} received");
                             return Ok(());

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::clock::system_unix_ns;
 use crate::control::SourceRow;
 use crate::metrics::histogram::{Histogram, Snapshot};
-use crate::server::ratelimit::RateLimiter;
+use crate::server::responder::SharedAccess;
 use crate::server::stats::{WorkerStats, FAMILIES, OUTCOMES};
 use crate::state::{unix_ns_to_ntp, StateReader};
 
@@ -17,7 +17,7 @@ pub struct MetricsSource {
     pub workers: Vec<Arc<WorkerStats>>,
     pub backend: &'static str,
     pub state: StateReader,
-    pub limiter: Arc<RateLimiter>,
+    pub access: Arc<SharedAccess>,
     pub started: Instant,
     /// Upstream sources as the sync thread last reported them.
     pub sources: Arc<Mutex<Vec<SourceRow>>>,
@@ -211,26 +211,19 @@ pub fn render(src: &MetricsSource) -> String {
         );
     }
 
+    let limiter = src.access.current().limiter;
     o.header(
         "tachyon_ratelimit_table_capacity",
         "gauge",
         "Client entries the rate-limit table holds.",
     );
-    o.sample(
-        "tachyon_ratelimit_table_capacity",
-        "",
-        src.limiter.capacity(),
-    );
+    o.sample("tachyon_ratelimit_table_capacity", "", limiter.capacity());
     o.header(
         "tachyon_ratelimit_table_bytes",
         "gauge",
         "Memory of the rate-limit table.",
     );
-    o.sample(
-        "tachyon_ratelimit_table_bytes",
-        "",
-        src.limiter.memory_bytes(),
-    );
+    o.sample("tachyon_ratelimit_table_bytes", "", limiter.memory_bytes());
 
     let state = src.state.read();
     let sys = &state.system;

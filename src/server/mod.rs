@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::state::StateReader;
-use responder::{AccessControl, Responder};
+use responder::{Responder, SharedAccess};
 use sockets::ListenSocket;
 use stats::WorkerStats;
 
@@ -44,7 +44,7 @@ pub struct ServerOptions {
     pub listen: Vec<SocketAddr>,
     pub workers: usize,
     pub backend: Backend,
-    pub access: AccessControl,
+    pub access: Arc<SharedAccess>,
     /// Pin worker i to core i (modulo the cores available).
     pub pin: bool,
 }

@@ -3,7 +3,8 @@
 //! can reuse it unchanged.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::clock::system_unix_ns;
 use crate::config::RestrictFlags;
@@ -35,8 +36,44 @@ impl AccessControl {
     }
 }
 
+/// The access rules workers pick up: replaced as a whole on a configuration
+/// reload. Workers compare the generation once per batch (one load) and take a
+/// new copy only when it changed, so the per-packet path never locks.
+pub struct SharedAccess {
+    generation: AtomicU64,
+    current: Mutex<AccessControl>,
+}
+
+impl SharedAccess {
+    pub fn new(access: AccessControl) -> Arc<SharedAccess> {
+        Arc::new(SharedAccess {
+            generation: AtomicU64::new(0),
+            current: Mutex::new(access),
+        })
+    }
+
+    /// The rules in force.
+    pub fn current(&self) -> AccessControl {
+        self.current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Installs new rules; workers take them at their next batch.
+    pub fn replace(&self, access: AccessControl) {
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = access;
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
 pub struct Responder {
     state: StateReader,
+    shared_access: Arc<SharedAccess>,
+    access_generation: u64,
     access: AccessControl,
     leak: LeakRng,
     stats: Arc<WorkerStats>,
@@ -45,11 +82,19 @@ pub struct Responder {
 }
 
 impl Responder {
-    pub fn new(state: StateReader, access: AccessControl, stats: Arc<WorkerStats>) -> Self {
+    pub fn new(
+        state: StateReader,
+        shared_access: Arc<SharedAccess>,
+        stats: Arc<WorkerStats>,
+    ) -> Self {
         let snapshot = state.read();
+        let access_generation = shared_access.generation.load(Ordering::Acquire);
+        let access = shared_access.current();
         let seed = Arc::as_ptr(&stats) as u64 ^ crate::clock::system_unix_ns() as u64;
         Responder {
             state,
+            shared_access,
+            access_generation,
             access,
             leak: LeakRng::new(seed),
             stats,
@@ -67,6 +112,11 @@ impl Responder {
     pub fn begin_batch(&mut self) {
         self.batch_started = std::time::Instant::now();
         self.snapshot = self.state.read();
+        let generation = self.shared_access.generation.load(Ordering::Acquire);
+        if generation != self.access_generation {
+            self.access = self.shared_access.current();
+            self.access_generation = generation;
+        }
         self.stats.batches.bump();
     }
 
