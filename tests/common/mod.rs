@@ -51,6 +51,12 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra command-line arguments.
     pub fn start_with(config: &str, probe: SocketAddr, args: &[&str]) -> Daemon {
+        // Tests never let tachyond near the host clock: as root, `clock auto` would
+        // choose the system clock.
+        assert!(
+            config.lines().any(|l| l.trim() == "clock software"),
+            "test configurations must say `clock software`:\n{config}"
+        );
         let dir = scratch_dir("tachyond");
         let config_path = dir.join("ntp.conf");
         std::fs::write(&config_path, config).unwrap();
