@@ -87,6 +87,8 @@ struct Name {
     config: ServerConfig,
     sources: Vec<(IpAddr, SourceId)>,
     next_resolve: f64,
+    /// A failed look-up was logged; later failures are not, until one succeeds.
+    failure_logged: bool,
 }
 
 pub struct SyncHandle {
@@ -135,9 +137,10 @@ pub fn spawn(
     })
 }
 
-fn resolve(name: &ServerConfig, port: u16) -> Vec<IpAddr> {
-    let host = name.host.as_str();
-    let wanted = if name.kind == SourceKind::Pool {
+fn resolve(name: &mut Name, port: u16) -> Vec<IpAddr> {
+    let host = name.config.host.as_str();
+    let kind = name.config.kind;
+    let wanted = if kind == SourceKind::Pool {
         POOL_MEMBERS
     } else {
         1
@@ -153,10 +156,20 @@ fn resolve(name: &ServerConfig, port: u16) -> Vec<IpAddr> {
                     break;
                 }
             }
+            if name.failure_logged {
+                log::info!("{} {host}: resolved again", kind.as_str());
+                name.failure_logged = false;
+            }
             out
         }
         Err(e) => {
-            log::warn!("{} {host}: cannot resolve: {e}", name.kind.as_str());
+            if !name.failure_logged {
+                log::warn!(
+                    "{} {host}: cannot resolve: {e} (retrying every {RESOLVE_RETRY} s)",
+                    kind.as_str()
+                );
+                name.failure_logged = true;
+            }
             Vec::new()
         }
     }
@@ -254,6 +267,7 @@ fn run(
             config: c.clone(),
             sources: Vec::new(),
             next_resolve: 0.0,
+            failure_logged: false,
         })
         .collect();
     let mut in_flight: HashMap<SourceId, InFlight> = HashMap::new();
@@ -286,7 +300,7 @@ fn run(
                 name.config.kind == SourceKind::Pool && name.sources.len() < POOL_MEMBERS;
             if (unresolved || pool_short) && now >= name.next_resolve {
                 name.next_resolve = now + RESOLVE_RETRY;
-                for ip in resolve(&name.config, options.port) {
+                for ip in resolve(name, options.port) {
                     if name.sources.iter().any(|(a, _)| *a == ip) {
                         continue;
                     }
