@@ -23,6 +23,10 @@ use common::{ntp_to_unix_ns, request};
 fn check(backend: Backend) {
     let listener = open_listen_socket("127.0.0.1:0".parse().unwrap()).unwrap();
     let server = listener.local;
+    // The kernel turns receive timestamping on globally when the first socket asks
+    // for it, through deferred work; a datagram that arrives before that is stamped
+    // when it is read. Give it time, as a long-running server always has.
+    std::thread::sleep(Duration::from_millis(100));
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
