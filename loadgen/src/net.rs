@@ -530,6 +530,9 @@ mod tests {
             .unwrap();
         let target = server.local_addr().unwrap();
         let client = open_client(Some("127.0.0.1".parse().unwrap()), target, true).unwrap();
+        // The kernel switches receive timestamping on through deferred work when
+        // the first socket asks; a datagram arriving before that has no stamp.
+        std::thread::sleep(std::time::Duration::from_millis(100));
         let mut tx = SendBatch::new(4, 48);
         for i in 0..4 {
             tx.buf(i).fill(i as u8);
