@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -17,27 +17,6 @@ fn free_tcp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// GET /metrics; returns (content type, body).
-fn scrape(addr: SocketAddr) -> (String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to metrics");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let content_type = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Type: "))
-        .unwrap_or("")
-        .to_string();
-    (content_type, body.to_string())
 }
 
 fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -86,7 +65,7 @@ fn counters_and_histograms_track_answers_exactly() {
         ),
         server,
     );
-    let (content_type, before) = scrape(metrics);
+    let (content_type, before) = scrape_metrics(metrics);
     assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
     let answered_before = value(
         &before,
@@ -111,7 +90,7 @@ fn counters_and_histograms_track_answers_exactly() {
     assert_eq!(answered, 500);
     std::thread::sleep(Duration::from_millis(200));
 
-    let (_, after) = scrape(metrics);
+    let (_, after) = scrape_metrics(metrics);
     let answered_after = value(&after, "tachyon_requests_total", &[("outcome", "answered")]);
     assert_eq!(answered_after - answered_before, 500.0);
     assert_eq!(

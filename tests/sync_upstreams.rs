@@ -157,19 +157,6 @@ fn wait_for(
     }
 }
 
-fn scrape_metrics(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
 fn mark_of(sources: &serde_json::Value, remote: &str) -> String {
     sources
         .as_array()
@@ -293,7 +280,7 @@ fn selects_the_honest_majority_and_rejects_the_falseticker() {
         "served time {offset} s from the host clock"
     );
     // The per-source metrics say the same.
-    let metrics = scrape_metrics("127.0.4.10:19123");
+    let (_, metrics) = scrape_metrics("127.0.4.10:19123".parse().unwrap());
     assert!(
         metrics.contains("tachyon_source_selected{source=\"127.0.4.4\",state=\"falseticker\"} 1"),
         "{metrics}"

@@ -24,7 +24,7 @@ use tachyon::proto::{LeapIndicator, SystemInfo};
 use tachyon::server::ratelimit::RateLimiter;
 use tachyon::server::responder::{AccessControl, SharedAccess};
 use tachyon::server::restrict::RestrictTable;
-use tachyon::server::stats::Outcome;
+use tachyon::server::stats::{Outcome, WorkerStats};
 use tachyon::server::{choose_backend, stats, BoundServer, Server, ServerOptions};
 use tachyon::state::{shared_state, unix_ns_to_ntp, ServerState, StatePublisher};
 use tachyon::sync::runner::{self, SyncClock, SyncOptions};
@@ -518,7 +518,7 @@ fn wait_for_signal(supervision: Supervision<'_>) -> anyhow::Result<()> {
                 "the sync thread stopped; exiting so the service manager can restart tachyond"
             );
         }
-        let received: u64 = server.stats().iter().map(|w| w.received()).sum();
+        let received = stats::sum(server.stats(), WorkerStats::received);
         history.push_back((Instant::now(), received));
         if history.len() > RATE_WINDOW {
             history.pop_front();

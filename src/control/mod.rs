@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::system_unix_ns;
-use crate::metrics::histogram::{Histogram, Snapshot};
-use crate::server::stats::{total, Outcome, WorkerStats, OUTCOMES};
+use crate::metrics::histogram::Snapshot;
+use crate::server::stats::{merged, sum, total, Outcome, WorkerStats, OUTCOMES};
 use crate::state::{unix_ns_to_ntp, StateReader};
 
 /// Where the socket lives unless told otherwise.
@@ -140,7 +140,7 @@ impl ControlSource {
         let st = self.state.read();
         let sys = &st.system;
         let now = unix_ns_to_ntp(st.correction.apply(system_unix_ns()));
-        let received: u64 = self.workers.iter().map(|w| w.received()).sum();
+        let received = sum(&self.workers, WorkerStats::received);
         let answered = total(&self.workers, Outcome::Answered);
         let kod = total(&self.workers, Outcome::Kod);
         let dispersion = sys.root_dispersion_at(now);
@@ -174,11 +174,8 @@ impl ControlSource {
     }
 
     pub fn stats(&self) -> Stats {
-        let merge = |pick: fn(&WorkerStats) -> &Histogram| {
-            let hs: Vec<&Histogram> = self.workers.iter().map(|w| pick(w)).collect();
-            Snapshot::merge(&hs)
-        };
-        let sum = |f: fn(&WorkerStats) -> u64| self.workers.iter().map(|w| f(w)).sum::<u64>();
+        let merge = |pick| merged(&self.workers, pick);
+        let sum = |counter| sum(&self.workers, counter);
         Stats {
             outcomes: OUTCOMES
                 .iter()

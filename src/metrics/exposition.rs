@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use crate::clock::system_unix_ns;
 use crate::control::SourceRow;
-use crate::metrics::histogram::{Histogram, Snapshot};
+use crate::metrics::histogram::Snapshot;
 use crate::server::responder::SharedAccess;
-use crate::server::stats::{WorkerStats, FAMILIES, OUTCOMES};
+use crate::server::stats::{self, merged, WorkerStats, FAMILIES, OUTCOMES};
 use crate::state::{unix_ns_to_ntp, StateReader};
 
 /// Everything a scrape reads.
@@ -53,11 +53,6 @@ impl Out {
         self.sample(&format!("{name}_sum"), "", snapshot.sum as f64 * scale);
         self.sample(&format!("{name}_count"), "", snapshot.count);
     }
-}
-
-fn merged(workers: &[Arc<WorkerStats>], pick: fn(&WorkerStats) -> &Histogram) -> Snapshot {
-    let hs: Vec<&Histogram> = workers.iter().map(|w| pick(w)).collect();
-    Snapshot::merge(&hs)
 }
 
 /// Renders the whole exposition.
@@ -118,7 +113,7 @@ pub fn render(src: &MetricsSource) -> String {
             }
         }
     }
-    let sum = |f: fn(&WorkerStats) -> u64| workers.iter().map(|w| f(w)).sum::<u64>();
+    let sum = |counter: fn(&WorkerStats) -> u64| stats::sum(workers, counter);
     for (name, help, value) in [
         (
             "tachyon_received_bytes_total",

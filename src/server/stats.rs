@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::metrics::histogram::Histogram;
+use crate::metrics::histogram::{Histogram, Snapshot};
 use crate::proto::DropReason;
 
 #[derive(Default, Debug)]
@@ -192,20 +192,30 @@ pub fn total(all: &[Arc<WorkerStats>], outcome: Outcome) -> u64 {
     all.iter().map(|s| s.outcome_total(outcome)).sum()
 }
 
+/// Sum of one counter over workers.
+pub fn sum(all: &[Arc<WorkerStats>], counter: fn(&WorkerStats) -> u64) -> u64 {
+    all.iter().map(|s| counter(s)).sum()
+}
+
+/// One histogram merged over workers.
+pub fn merged(all: &[Arc<WorkerStats>], pick: fn(&WorkerStats) -> &Histogram) -> Snapshot {
+    let histograms: Vec<&Histogram> = all.iter().map(|s| pick(s)).collect();
+    Snapshot::merge(&histograms)
+}
+
 /// A one-line summary over all workers, for the log.
 pub fn summary(all: &[Arc<WorkerStats>]) -> String {
-    let received: u64 = all.iter().map(|s| s.received()).sum();
+    let received = sum(all, WorkerStats::received);
     let mut line = format!("received {received}");
     for outcome in OUTCOMES {
         line.push_str(&format!(" {} {}", outcome.label(), total(all, outcome)));
     }
-    let sum = |f: fn(&WorkerStats) -> u64| all.iter().map(|s| f(s)).sum::<u64>();
     line.push_str(&format!(
         " leaked {} rx_stamp_missing {} recv_errors {} send_errors {}",
-        sum(|s| s.rate_limit_leaked.get()),
-        sum(|s| s.rx_stamp_missing.get()),
-        sum(|s| s.recv_errors.get()),
-        sum(|s| s.send_errors.get()),
+        sum(all, |s| s.rate_limit_leaked.get()),
+        sum(all, |s| s.rx_stamp_missing.get()),
+        sum(all, |s| s.recv_errors.get()),
+        sum(all, |s| s.send_errors.get()),
     ));
     line
 }

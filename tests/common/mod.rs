@@ -262,3 +262,26 @@ pub fn summary_count(log: &str, name: &str) -> u64 {
     }
     panic!("no {name} count in {line}");
 }
+
+/// GET /metrics from tachyond's endpoint; returns (content type, body) and
+/// checks the status is 200.
+pub fn scrape_metrics(addr: SocketAddr) -> (String, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Type: "))
+        .unwrap_or("")
+        .to_string();
+    (content_type, body.to_string())
+}
