@@ -281,7 +281,7 @@ impl Worker {
             }
             // Finish the steps whose time is up: send what they still owe.
             while idx < steps.len() && el >= steps[idx].end_ns() {
-                let owed = pacer.total() - done;
+                let owed = pacer.total().saturating_sub(done);
                 self.offer(owed, &pacer, batch);
                 self.sending_ns[idx] = steps[idx].len_ns;
                 idx += 1;
@@ -298,7 +298,7 @@ impl Worker {
                 break;
             }
             let into = el - steps[idx].start_ns;
-            let due = pacer.scheduled(into) - done;
+            let due = pacer.scheduled(into).saturating_sub(done);
             done += due;
             self.offer(due, &pacer, batch);
 
