@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use tachyon::config::DEFAULT_RCVBUF;
 use tachyon::proto::Header;
 use tachyon::server::responder::{AccessControl, Responder, SharedAccess};
 use tachyon::server::sockets::open_listen_socket;
@@ -21,7 +22,7 @@ use tachyon::state::{shared_state, ServerState};
 use common::{ntp_to_unix_ns, request};
 
 fn check(backend: Backend) {
-    let listener = open_listen_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = open_listen_socket("127.0.0.1:0".parse().unwrap(), DEFAULT_RCVBUF).unwrap();
     let server = listener.local;
     // The kernel turns receive timestamping on globally when the first socket asks
     // for it, through deferred work; a datagram that arrives before that is stamped

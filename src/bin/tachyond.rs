@@ -245,6 +245,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         backend,
         access: access.clone(),
         pin: true,
+        rcvbuf: config.rcvbuf,
     };
     let listen = if config.listen.is_empty() {
         default_listen(NTP_PORT)
@@ -435,6 +436,7 @@ impl Reloader {
             (new.listen != old.listen, "listen"),
             (new.workers != old.workers, "workers"),
             (new.io != old.io, "io"),
+            (new.rcvbuf != old.rcvbuf, "rcvbuf"),
             (new.clock != old.clock, "clock"),
             (new.metrics != old.metrics, "metrics"),
             (new.driftfile != old.driftfile, "driftfile"),

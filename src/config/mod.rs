@@ -3,7 +3,7 @@
 //! Pool operators bring the `ntp.conf` they already run `ntpd` with. The
 //! parser reads the directives tachyon acts on (`server`, `pool`,
 //! `driftfile`, `leapfile`, `restrict`), a few of tachyon's own (`listen`,
-//! `workers`, `io`, `metrics`, `clock`, `local stratum`), and accepts, with a
+//! `workers`, `io`, `rcvbuf`, `metrics`, `clock`, `local stratum`), and accepts, with a
 //! warning, the ntpd/NTPsec directives that have no meaning here. Anything
 //! else is an error that names the file, the line and what was expected.
 //!
@@ -46,6 +46,19 @@ restrict 127.0.0.1
 restrict ::1
 ";
 
+/// The receive buffer asked for each listening socket unless `rcvbuf` says
+/// otherwise. The kernel doubles it for its bookkeeping and charges each
+/// datagram its full buffer size (about 1.3 KiB for a 48-byte request), so
+/// this holds about 800 requests: 2 ms of work for a worker at 400k/s, 80 ms
+/// at 10k/s. Deeper queues only add delay in overload (measured with 4 MiB:
+/// requests waited 15-18 ms instead of 1.4 ms, for no more answers;
+/// docs/benchmarks.md).
+pub const DEFAULT_RCVBUF: usize = 512 << 10;
+
+/// `rcvbuf` bounds: below 16 KiB a scheduling hiccup drops requests even at
+/// low load; above 256 MiB nothing is gained but delay.
+pub const RCVBUF_RANGE: std::ops::RangeInclusive<usize> = (16 << 10)..=(256 << 20);
+
 /// The source name of [`Config::embedded_default`].
 const EMBEDDED_SOURCE: &str = "<embedded default>";
 
@@ -79,6 +92,8 @@ pub struct Config {
     pub local_stratum: Option<u8>,
     /// Per-client rate limiting for `restrict ... limited` (`ratelimit ...`).
     pub ratelimit: RateLimitParams,
+    /// SO_RCVBUF asked for each listening socket (`rcvbuf SIZE`).
+    pub rcvbuf: usize,
     /// Everything that was accepted but ignored, or overridden.
     pub warnings: Vec<ConfigWarning>,
 }

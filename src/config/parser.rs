@@ -19,6 +19,7 @@ const DIRECTIVES: &[&str] = &[
     "listen",
     "workers",
     "io",
+    "rcvbuf",
     "metrics",
     "clock",
     "local",
@@ -147,6 +148,7 @@ impl Parser {
                 clock: ClockChoice::Auto,
                 local_stratum: None,
                 ratelimit: super::RateLimitParams::default(),
+                rcvbuf: super::DEFAULT_RCVBUF,
                 warnings: Vec::new(),
             },
             seen: Vec::new(),
@@ -229,6 +231,16 @@ impl Parser {
                 let io = token.parse::<IoChoice>().map_err(|e| format!("io: {e}"))?;
                 self.once("io", line);
                 self.config.io = io;
+                Ok(())
+            }
+            "rcvbuf" => {
+                const EXPECTED: &str = "a size 16K..256M (bytes, or with K or M)";
+                let token = exactly_one("rcvbuf", args, EXPECTED)?;
+                let bytes = parse_size(token)
+                    .filter(|b| super::RCVBUF_RANGE.contains(b))
+                    .ok_or_else(|| format!("rcvbuf: expected {EXPECTED}, got {}", quoted(token)))?;
+                self.once("rcvbuf", line);
+                self.config.rcvbuf = bytes;
                 Ok(())
             }
             "metrics" => {
@@ -369,6 +381,20 @@ impl Parser {
 }
 
 /// The single argument of a directive.
+/// A byte count: digits, optionally followed by K or M (powers of 1024, either
+/// case). `None` for anything else or an overflow.
+fn parse_size(token: &str) -> Option<usize> {
+    let (digits, unit) = match token.char_indices().last()? {
+        (i, 'k' | 'K') => (&token[..i], 1usize << 10),
+        (i, 'm' | 'M') => (&token[..i], 1 << 20),
+        _ => (token, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<usize>().ok()?.checked_mul(unit)
+}
+
 fn exactly_one<'t>(directive: &str, args: &[&'t str], expected: &str) -> Result<&'t str, String> {
     match args {
         [one] => Ok(one),

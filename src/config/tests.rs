@@ -371,6 +371,18 @@ fn errors_name_file_and_line() {
             "workers: expected a number 1..=1024 or \"auto\", got \"zero\"",
         ),
         ("workers 0\n", 1, "got \"0\""),
+        (
+            "rcvbuf lots\n",
+            1,
+            "rcvbuf: expected a size 16K..256M (bytes, or with K or M), got \"lots\"",
+        ),
+        ("rcvbuf 8K\n", 1, "got \"8K\""),
+        ("rcvbuf 257M\n", 1, "got \"257M\""),
+        ("rcvbuf 1G\n", 1, "got \"1G\""),
+        ("rcvbuf K\n", 1, "got \"K\""),
+        ("rcvbuf -1M\n", 1, "got \"-1M\""),
+        ("rcvbuf 99999999999999999999999M\n", 1, "rcvbuf: expected"),
+        ("rcvbuf 1M 2M\n", 1, "got extra \"2M\""),
         ("workers 1025\n", 1, "got \"1025\""),
         ("workers\n", 1, "got nothing"),
         (
@@ -841,4 +853,20 @@ fn ratelimit_directive() {
         .contains("ntp.conf:2: ratelimit: unknown option \"speed\""));
     assert!(err("server a\nratelimit interval\n").contains("got nothing"));
     assert!(err("server a\nratelimit\n").contains("ntp.conf:2: ratelimit"));
+}
+
+#[test]
+fn rcvbuf_takes_bytes_kilobytes_and_megabytes() {
+    let parse = |text: &str| Config::parse(text, "ntp.conf").unwrap();
+    assert_eq!(parse("").rcvbuf, super::DEFAULT_RCVBUF);
+    assert_eq!(parse("rcvbuf 262144\n").rcvbuf, 256 << 10);
+    assert_eq!(parse("rcvbuf 2M\n").rcvbuf, 2 << 20);
+    assert_eq!(parse("rcvbuf 64k\n").rcvbuf, 64 << 10);
+    assert_eq!(parse("rcvbuf 16K\n").rcvbuf, 16 << 10);
+    assert_eq!(parse("rcvbuf 256M\n").rcvbuf, 256 << 20);
+    let twice = parse("rcvbuf 1M\nrcvbuf 4M\n");
+    assert_eq!(twice.rcvbuf, 4 << 20);
+    assert!(twice.warnings[0]
+        .message
+        .contains("rcvbuf: already set on line 1"));
 }

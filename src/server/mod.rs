@@ -47,6 +47,8 @@ pub struct ServerOptions {
     pub access: Arc<SharedAccess>,
     /// Pin worker i to core i (modulo the cores available).
     pub pin: bool,
+    /// SO_RCVBUF asked for each listening socket.
+    pub rcvbuf: usize,
 }
 
 /// Running workers.
@@ -73,8 +75,18 @@ impl BoundServer {
         let mut per_worker: Vec<Vec<ListenSocket>> = (0..workers).map(|_| Vec::new()).collect();
         let mut local = Vec::new();
         for addr in &options.listen {
-            let group = sockets::open_listen_group(*addr, workers)
+            let group = sockets::open_listen_group(*addr, workers, options.rcvbuf)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            // The kernel doubles what it grants; less than that means
+            // net.core.rmem_max capped it (no CAP_NET_ADMIN at bind time).
+            if group[0].rcvbuf < 2 * options.rcvbuf {
+                log::warn!(
+                    "{addr}: asked for a {} KiB receive buffer, the kernel gave {} KiB \
+                     (raise net.core.rmem_max or start tachyond as root)",
+                    options.rcvbuf >> 10,
+                    group[0].rcvbuf >> 11
+                );
+            }
             local.push(group[0].local);
             for (w, socket) in group.into_iter().enumerate() {
                 per_worker[w].push(socket);

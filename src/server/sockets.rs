@@ -7,10 +7,6 @@ use std::net::{SocketAddr, UdpSocket};
 use nix::sys::socket::{setsockopt, sockopt, TimestampingFlag};
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Receive buffer asked for each socket: bursts at pool scale must not overflow
-/// it while a worker is busy with the previous batch.
-const RECV_BUFFER_BYTES: usize = 4 << 20;
-
 /// A bound UDP socket with everything the workers need to know about it.
 #[derive(Debug)]
 pub struct ListenSocket {
@@ -20,11 +16,14 @@ pub struct ListenSocket {
     /// Bound to the unspecified address: replies must carry the request's
     /// destination as their source (IP_PKTINFO / IPV6_PKTINFO).
     pub wildcard: bool,
+    /// SO_RCVBUF as the kernel set it (twice what was asked, when granted).
+    pub rcvbuf: usize,
 }
 
-/// Opens one socket for `addr`: SO_REUSEPORT, kernel software receive timestamps,
-/// packet info, a large receive buffer.
-pub fn open_listen_socket(addr: SocketAddr) -> io::Result<ListenSocket> {
+/// Opens one socket for `addr`: SO_REUSEPORT, kernel software receive
+/// timestamps, packet info, and a receive buffer of `rcvbuf` bytes (see
+/// `config::DEFAULT_RCVBUF` for why it is not larger).
+pub fn open_listen_socket(addr: SocketAddr, rcvbuf: usize) -> io::Result<ListenSocket> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -32,10 +31,12 @@ pub fn open_listen_socket(addr: SocketAddr) -> io::Result<ListenSocket> {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_port(true)?;
-    // Prefer the privileged override so a busy server gets the buffer it asks for.
-    if setsockopt(&socket, sockopt::RcvBufForce, &RECV_BUFFER_BYTES).is_err() {
-        let _ = socket.set_recv_buffer_size(RECV_BUFFER_BYTES);
+    // The privileged override goes past net.core.rmem_max; without
+    // CAP_NET_ADMIN the plain option is capped there, which the caller reports.
+    if setsockopt(&socket, sockopt::RcvBufForce, &rcvbuf).is_err() {
+        let _ = socket.set_recv_buffer_size(rcvbuf);
     }
+    let granted = socket.recv_buffer_size()?;
     setsockopt(
         &socket,
         sockopt::Timestamping,
@@ -59,17 +60,46 @@ pub fn open_listen_socket(addr: SocketAddr) -> io::Result<ListenSocket> {
         socket,
         local,
         wildcard,
+        rcvbuf: granted,
     })
 }
 
 /// Opens `count` sockets sharing `addr` (one per worker). With port 0 the first
 /// socket picks the port and the others join it.
-pub fn open_listen_group(addr: SocketAddr, count: usize) -> io::Result<Vec<ListenSocket>> {
-    let first = open_listen_socket(addr)?;
+pub fn open_listen_group(
+    addr: SocketAddr,
+    count: usize,
+    rcvbuf: usize,
+) -> io::Result<Vec<ListenSocket>> {
+    let first = open_listen_socket(addr, rcvbuf)?;
     let bound = first.local;
     let mut group = vec![first];
     for _ in 1..count {
-        group.push(open_listen_socket(bound)?);
+        group.push(open_listen_socket(bound, rcvbuf)?);
     }
     Ok(group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receive_buffer_is_what_was_asked() {
+        let asked = 256 << 10;
+        let socket = open_listen_socket("127.0.0.1:0".parse().unwrap(), asked).unwrap();
+        // Linux doubles the value for its own overhead. Without CAP_NET_ADMIN
+        // the kernel caps it at net.core.rmem_max instead.
+        let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(usize::MAX);
+        assert!(
+            socket.rcvbuf == 2 * asked || socket.rcvbuf == 2 * cap.min(asked),
+            "granted {} for {asked} asked (rmem_max {cap})",
+            socket.rcvbuf
+        );
+        let smaller = open_listen_socket("127.0.0.1:0".parse().unwrap(), 32 << 10).unwrap();
+        assert_eq!(smaller.rcvbuf, 64 << 10);
+    }
 }

@@ -24,7 +24,7 @@ const CQ_ENTRIES: u32 = 8192;
 /// datagrams one wake-up pulls in before any reply goes out: 1024 gave a T3−T2
 /// p99 of 230–1,500 µs at 250k/s on veth, 256 gave 84–213 µs, like the mmsg
 /// backend's 64-datagram batches (docs/benchmarks.md). Bursts beyond it wait in
-/// the socket's 4 MiB receive buffer.
+/// the socket's receive buffer (`rcvbuf`).
 const BUFFERS_PER_SOCKET: u16 = 256;
 /// Each buffer holds the recvmsg header, the peer address, the control messages
 /// and the datagram; bigger datagrams arrive truncated and are dropped.
@@ -397,7 +397,10 @@ pub fn run(
 /// needs, by doing it: a multishot receive over a buffer ring on a loopback socket.
 pub fn probe() -> Result<(), String> {
     let run_probe = || -> io::Result<()> {
-        let listener = crate::server::sockets::open_listen_socket("127.0.0.1:0".parse().unwrap())?;
+        let listener = crate::server::sockets::open_listen_socket(
+            "127.0.0.1:0".parse().unwrap(),
+            crate::config::DEFAULT_RCVBUF,
+        )?;
         let sockets = [listener];
         let mut worker = Worker::new(&sockets)?;
         worker.arm_receive(0)?;
