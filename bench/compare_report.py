@@ -596,9 +596,9 @@ def compare_section(m, runs, s, fixed_rates, overload_rates, have_docs_assets):
         L.append("")
     L.append("³ UDP `RcvbufErrors` in the server's namespace during the "
              + ", ".join(f"{fmt_rate(r)}/s" for r in fixed_rates + overload_rates)
-             + " runs (all rounds together): requests the kernel dropped because the server's socket queue was full. tachyond and the "
-             "reference ask for a 4 MiB receive buffer; chronyd runs with the kernel's default "
-             "(`net.core.rmem_default`).")
+             + " runs (all rounds together): requests the kernel dropped because the server's socket queue was full. tachyond runs with "
+             "its default `rcvbuf` (1 MiB since 2026-11-27, 4 MiB before), the reference asks for 4 MiB, and "
+             "chronyd runs with the kernel's default (`net.core.rmem_default`).")
     L.append("")
     if any(disturbed(run) for r in runs.values() for ph, run in r.items() if split_phase(ph)[1] == 0):
         L.append("† Something else on the machine used more than 10 % of a core during this (single) run: see "
@@ -638,7 +638,7 @@ def compare_section(m, runs, s, fixed_rates, overload_rates, have_docs_assets):
         rs = "–" if per_round is None else f"{per_round[0]} of {per_round[1]}"
         L.append(f"| {name} | {num(shown['tachyond'])} | {bound if bound is not None else '–'} | {oks} | {rs} "
                  f"| {num(shown['chronyd'])} | {num(shown['reflector'])} |")
-    L.append("| many-core scaling ≥ 0.8 × N | – | needs `--scaling` on a many-core machine | – | – | – | – |")
+    L.append("| many-core scaling ≥ 0.8 × N | – | needs a many-core machine: see the `--scaling` section | – | – | – | – |")
     L.append("")
     if have_docs_assets:
         L.append("![offered vs answered rate and loss](benchmarks/compare-rate.svg)")

@@ -49,11 +49,12 @@ restrict ::1
 /// The receive buffer asked for each listening socket unless `rcvbuf` says
 /// otherwise. The kernel doubles it for its bookkeeping and charges each
 /// datagram its full buffer size (about 1.3 KiB for a 48-byte request), so
-/// this holds about 800 requests: 2 ms of work for a worker at 400k/s, 80 ms
-/// at 10k/s. Deeper queues only add delay in overload (measured with 4 MiB:
-/// requests waited 15-18 ms instead of 1.4 ms, for no more answers;
-/// docs/benchmarks.md).
-pub const DEFAULT_RCVBUF: usize = 512 << 10;
+/// this holds about 1,600 requests: 4 ms of work for a worker at 400k/s,
+/// 160 ms at 10k/s. Deeper queues only add delay in overload (measured with
+/// 4 MiB: requests waited 15-18 ms instead of about 2 ms, for no more answers);
+/// 512 KiB waited less but dropped a burst at 374k/s that 1 MiB absorbs
+/// (docs/benchmarks.md, "Overload: the receive queue").
+pub const DEFAULT_RCVBUF: usize = 1 << 20;
 
 /// `rcvbuf` bounds: below 16 KiB a scheduling hiccup drops requests even at
 /// low load; above 256 MiB nothing is gained but delay.
