@@ -197,6 +197,8 @@ def summarize(runs, fixed_rates, overload_rates):
             if rate == 100000:
                 hs = [totals(run)["server_us"] for run in rs if totals(run)]
                 d["t3t2_100k"] = {k: spread([h.get(k) for h in hs]) for k in ("mean", "p50", "p99", "p999")}
+                es = [totals(run)["time_error_us"] for run in rs if totals(run) and "time_error_us" in totals(run)]
+                d["offset_100k"] = {k: spread([e.get(k) for e in es]) for k in ("p50", "p99")}
         cap, limited, exhausted = capacity(r.get("ramp"))
         d.update(capacity=cap, capacity_generator_limited=limited, capacity_ramp_exhausted=exhausted)
         lat = r.get("latency")
@@ -607,20 +609,25 @@ def compare_section(m, runs, s, fixed_rates, overload_rates, have_docs_assets):
     L.append("### Latency")
     L.append("")
     L.append("At half of each server's own capacity (one run, kernel TX stamps for T1: `--tx-timestamp kernel`), "
-             "and T3 − T2 in the 100k/s runs (median over the rounds); µs.")
+             "and in the 100k/s runs (median over the rounds): T3 − T2, and the offset the client measured with "
+             "the server on the same clock — ideally 0, so its size is the asymmetry of the server's "
+             "timestamps (a T3 taken too early or too late); µs.")
     L.append("")
-    L.append("| server | rate | T3−T2 mean | p50 | p99 | p99.9 | RTT p50 | p99 | p99.9 | T3−T2 at 100k/s: mean | p99 |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| server | rate | T3−T2 mean | p50 | p99 | p99.9 | RTT p50 | p99 | p99.9 | T3−T2 at 100k/s: mean | p99 "
+             "| \\|offset\\| at 100k/s: p50 | p99 |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for srv in SERVERS:
         d = s[srv]
         lat = d.get("latency")
         h = (lat or {}).get("server_us") or {}
         rt = (lat or {}).get("rtt_us") or {}
         h1 = {k: v["median"] for k, v in (d.get("t3t2_100k") or {}).items()}
+        e1 = {k: v["median"] for k, v in (d.get("offset_100k") or {}).items()}
         rate = (f"{lat['rate']:,.0f}/s" + (" †" if lat["disturbed"] else "")) if lat else "–"
         L.append(f"| {LABEL[srv]} | {rate} | {f1(h.get('mean'), 1)} | {f1(h.get('p50'), 1)} | {f1(h.get('p99'), 1)} "
                  f"| {f1(h.get('p999'), 1)} | {f1(rt.get('p50'), 1)} | {f1(rt.get('p99'), 1)} "
-                 f"| {f1(rt.get('p999'), 1)} | {f1(h1.get('mean'), 1)} | {f1(h1.get('p99'), 1)} |")
+                 f"| {f1(rt.get('p999'), 1)} | {f1(h1.get('mean'), 1)} | {f1(h1.get('p99'), 1)} "
+                 f"| {f1(e1.get('p50'), 2)} | {f1(e1.get('p99'), 2)} |")
     if any((s[srv].get("latency") or {}).get("disturbed") for srv in SERVERS):
         L.append("")
         L.append("† Something else on the machine used more than 10 % of a core during this run: see "

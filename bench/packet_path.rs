@@ -95,7 +95,13 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) & 4095;
                 now += 1_000_000;
-                black_box(responder.handle(black_box(&req), peers[i], Some(now), &mut out))
+                let reply = responder.handle(black_box(&req), peers[i], Some(now), &mut out);
+                // The transmit timestamp, as a worker writes it before sending.
+                if let Some(rx_ns) = reply.and_then(|r| r.pending_rx_ns) {
+                    let tx_ns = tachyon::clock::system_unix_ns();
+                    responder.stamp_transmit(&mut out, rx_ns, tx_ns);
+                }
+                black_box(reply)
             })
         });
     }

@@ -7,10 +7,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::clock::system_unix_ns;
 use crate::server::cmsg::{
     parse_control, parse_sockaddr, write_source_pktinfo, RxMeta, RX_CONTROL_SPACE, SOCKADDR_SPACE,
     TX_CONTROL_SPACE,
 };
+use crate::server::departure::DepartureClock;
 use crate::server::responder::Responder;
 use crate::server::sockets::ListenSocket;
 use crate::server::stats::Outcome;
@@ -39,6 +41,10 @@ struct Buffers {
     tx_control: Vec<Aligned<TX_CONTROL_SPACE>>,
     tx_iov: Vec<libc::iovec>,
     tx_hdr: Vec<libc::mmsghdr>,
+    /// Receive time of each reply in `tx_*` that still needs its transmit
+    /// timestamp (`None` for a Kiss-o'-Death).
+    tx_pending_rx: Vec<Option<i64>>,
+    departure: DepartureClock,
 }
 
 fn zeroed_mmsghdr() -> libc::mmsghdr {
@@ -64,6 +70,8 @@ impl Buffers {
             tx_control: (0..BATCH).map(|_| Aligned([0; TX_CONTROL_SPACE])).collect(),
             tx_iov: vec![iov; BATCH],
             tx_hdr: (0..BATCH).map(|_| zeroed_mmsghdr()).collect(),
+            tx_pending_rx: vec![None; BATCH],
+            departure: DepartureClock::default(),
         }
     }
 
@@ -165,10 +173,12 @@ fn serve_batch(socket: &ListenSocket, responder: &mut Responder, b: &mut Buffers
         }
         let meta: RxMeta = parse_control(&b.rx_control[i].0[..control_len]);
         let out = &mut b.tx_data[replies];
-        let Some(reply_len) = responder.handle(&b.rx_data[i][..len], peer, meta.timestamp_ns, out)
+        let Some(reply) = responder.handle(&b.rx_data[i][..len], peer, meta.timestamp_ns, out)
         else {
             continue;
         };
+        let reply_len = reply.len;
+        b.tx_pending_rx[replies] = reply.pending_rx_ns;
         let name_len = crate::server::cmsg::write_sockaddr(&peer, &mut b.tx_name[replies].0);
         let control_len = match (socket.wildcard, meta.local) {
             (true, Some((local, ifindex))) => {
@@ -195,6 +205,15 @@ fn serve_batch(socket: &ListenSocket, responder: &mut Responder, b: &mut Buffers
     responder.end_batch(n);
     let mut sent = 0usize;
     while sent < replies {
+        // Transmit timestamps last: each reply at the moment it is estimated to
+        // leave, `sent` replies being already out (see server::departure).
+        let start = system_unix_ns();
+        for (position, k) in (sent..replies).enumerate() {
+            if let Some(rx_ns) = b.tx_pending_rx[k].take() {
+                let tx_ns = b.departure.departure(start, position);
+                responder.stamp_transmit(&mut b.tx_data[k], rx_ns, tx_ns);
+            }
+        }
         // SAFETY: headers [sent, replies) were filled above and point at buffers in
         // `b`, which outlive the call.
         let r = unsafe {
@@ -216,6 +235,8 @@ fn serve_batch(socket: &ListenSocket, responder: &mut Responder, b: &mut Buffers
             sent += 1;
             continue;
         }
+        b.departure
+            .observe(r as usize, system_unix_ns().saturating_sub(start));
         sent += r as usize;
     }
     n

@@ -2,6 +2,7 @@
 //! own I/O backend, answering clients from the published server state.
 
 pub mod cmsg;
+pub mod departure;
 pub mod mmsg;
 pub mod ratelimit;
 pub mod responder;

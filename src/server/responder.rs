@@ -136,8 +136,10 @@ impl Responder {
         self.stats.count(peer.is_ipv6(), first_byte, outcome);
     }
 
-    /// Handles one datagram. On `Some(len)`, `out[..len]` is the reply to send to
-    /// `peer`, transmit timestamp included.
+    /// Handles one datagram. On `Some(reply)`, `out[..reply.len]` is the reply
+    /// to send to `peer`; an answer still needs its transmit timestamp, written
+    /// by [`Responder::stamp_transmit`] just before the reply is handed to the
+    /// kernel (see `server::departure`).
     #[inline]
     pub fn handle(
         &mut self,
@@ -145,7 +147,7 @@ impl Responder {
         peer: SocketAddr,
         rx_unix_ns: Option<i64>,
         out: &mut [u8],
-    ) -> Option<usize> {
+    ) -> Option<Reply> {
         let stats = &*self.stats;
         stats.bytes_in.add(request.len() as u64);
         let ipv6 = peer.is_ipv6();
@@ -158,24 +160,23 @@ impl Responder {
             }
         };
         let access = decide_access(&self.access, &mut self.leak, stats, peer.ip(), rx_ns);
-        let correction = &self.snapshot.correction;
-        let received = correction.served_timestamp(rx_ns);
+        let received = self.snapshot.correction.served_timestamp(rx_ns);
         match respond(request, received, &self.snapshot.system, access, out) {
             ReplyAction::Reply { len } => {
-                // The transmit timestamp is read last, just before the reply is queued.
-                let tx_ns = system_unix_ns();
-                set_transmit(&mut out[..len], correction.served_timestamp(tx_ns));
                 stats.count(ipv6, first_byte, Outcome::Answered);
-                stats
-                    .response_time
-                    .record(tx_ns.saturating_sub(rx_ns).max(0) as u64);
                 stats.bytes_out.add(len as u64);
-                Some(len)
+                Some(Reply {
+                    len,
+                    pending_rx_ns: Some(rx_ns),
+                })
             }
             ReplyAction::Kod { len } => {
                 stats.count(ipv6, first_byte, Outcome::Kod);
                 stats.bytes_out.add(len as u64);
-                Some(len)
+                Some(Reply {
+                    len,
+                    pending_rx_ns: None,
+                })
             }
             ReplyAction::Drop(reason) => {
                 stats.count(ipv6, first_byte, Outcome::from_drop(reason));
@@ -183,6 +184,28 @@ impl Responder {
             }
         }
     }
+
+    /// Writes the transmit timestamp of an answer built by
+    /// [`Responder::handle`] from the request received at `rx_ns`: `tx_ns` is
+    /// when the reply leaves, on the system clock, served through the same
+    /// clock correction as its receive timestamp.
+    #[inline]
+    pub fn stamp_transmit(&self, reply: &mut [u8], rx_ns: i64, tx_ns: i64) {
+        set_transmit(reply, self.snapshot.correction.served_timestamp(tx_ns));
+        self.stats
+            .response_time
+            .record(tx_ns.saturating_sub(rx_ns).max(0) as u64);
+    }
+}
+
+/// A reply built by [`Responder::handle`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Its length in the output buffer.
+    pub len: usize,
+    /// For an answer, the request's receive time: its transmit timestamp is
+    /// still to be written. `None` for a Kiss-o'-Death, complete as built.
+    pub pending_rx_ns: Option<i64>,
 }
 
 /// restrict first, then, for `limited` sources, the rate limiter: over the

@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::{BufRingEntry, Fd, RecvMsgOut};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
+use crate::clock::system_unix_ns;
 use crate::server::cmsg::{
     parse_control, parse_sockaddr, write_sockaddr, write_source_pktinfo, RX_CONTROL_SPACE,
     SOCKADDR_SPACE, TX_CONTROL_SPACE,
 };
+use crate::server::departure::DepartureClock;
 use crate::server::responder::Responder;
 use crate::server::sockets::ListenSocket;
 use crate::server::stats::Outcome;
@@ -183,6 +185,11 @@ struct Worker<'a> {
     slots: Box<[SendSlot]>,
     free_slots: Vec<u16>,
     sockets: &'a [ListenSocket],
+    /// Sends queued since the last submission, in queue order: the slot and,
+    /// for an answer, its request's receive time (its transmit timestamp is
+    /// written just before the submission; see server::departure).
+    unsubmitted: Vec<(u16, Option<i64>)>,
+    departure: DepartureClock,
 }
 
 impl<'a> Worker<'a> {
@@ -218,19 +225,51 @@ impl<'a> Worker<'a> {
             slots,
             free_slots: (0..SEND_SLOTS as u16).rev().collect(),
             sockets,
+            unsubmitted: Vec::with_capacity(SEND_SLOTS),
+            departure: DepartureClock::default(),
         })
     }
 
-    /// Queues an entry, submitting first if the submission queue is full.
+    /// Queues an entry. Only called with room in the submission queue: the
+    /// worker submits before a batch could fill it (see `make_room`).
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
-        loop {
-            // SAFETY: every entry we build points at memory owned by `self`
-            // (msghdrs, send slots, buffer rings) that outlives the operation.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return Ok(());
-            }
-            self.ring.submit()?;
+        // SAFETY: every entry we build points at memory owned by `self`
+        // (msghdrs, send slots, buffer rings) that outlives the operation.
+        unsafe { self.ring.submission().push(&entry) }
+            .map_err(|_| io::Error::other("io_uring submission queue full"))
+    }
+
+    /// Submits what is queued when the submission queue has no room left for
+    /// one more entry, transmit timestamps written first.
+    fn make_room(&mut self, responder: &Responder) -> io::Result<()> {
+        if self.ring.submission().is_full() {
+            self.submit_and_wait(responder, 0)?;
         }
+        Ok(())
+    }
+
+    /// Writes the transmit timestamp of every queued answer, each at its
+    /// estimated departure, then submits everything queued and waits for
+    /// `wait` completions. The time the call took, when it carried sends,
+    /// teaches the departure estimate.
+    fn submit_and_wait(&mut self, responder: &Responder, wait: usize) -> io::Result<usize> {
+        let sends = self.unsubmitted.len();
+        let start = system_unix_ns();
+        for (position, &(slot, pending_rx)) in self.unsubmitted.iter().enumerate() {
+            if let Some(rx_ns) = pending_rx {
+                let tx_ns = self.departure.departure(start, position);
+                responder.stamp_transmit(&mut self.slots[slot as usize].data, rx_ns, tx_ns);
+            }
+        }
+        self.unsubmitted.clear();
+        let submitted = self.ring.submit_and_wait(wait);
+        if sends > 0 {
+            // Sends complete inline, so with sends queued the call does not
+            // wait for a datagram: its length is the cost of the sends.
+            self.departure
+                .observe(sends, system_unix_ns().saturating_sub(start));
+        }
+        submitted
     }
 
     fn arm_receive(&mut self, index: usize) -> io::Result<()> {
@@ -256,7 +295,7 @@ impl<'a> Worker<'a> {
         let mut rearm = vec![false; self.sockets.len()];
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(CQ_ENTRIES as usize);
         loop {
-            match self.ring.submit_and_wait(1) {
+            match self.submit_and_wait(responder, 1) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 // Completion queue overflow: drain it below, then submit again.
@@ -315,6 +354,7 @@ impl<'a> Worker<'a> {
             for (i, ended) in rearm.iter_mut().enumerate() {
                 if std::mem::take(ended) {
                     responder.stats().multishot_rearms.bump();
+                    self.make_room(responder)?;
                     self.arm_receive(i)?;
                 }
             }
@@ -350,12 +390,13 @@ impl<'a> Worker<'a> {
             return Ok(());
         };
         let slot = &mut self.slots[slot_index as usize];
-        let Some(reply_len) =
+        let Some(reply) =
             responder.handle(msg.payload_data(), peer, meta.timestamp_ns, &mut slot.data)
         else {
             self.free_slots.push(slot_index);
             return Ok(());
         };
+        let reply_len = reply.len;
         let name_len = write_sockaddr(&peer, &mut slot.name);
         let control_len = match (self.sockets[socket].wildcard, meta.local) {
             (true, Some((local, ifindex))) => {
@@ -379,7 +420,10 @@ impl<'a> Worker<'a> {
         let entry = opcode::SendMsg::new(Fd(fd), &slot.hdr as *const libc::msghdr)
             .build()
             .user_data(user_data(KIND_SEND, slot_index as usize));
-        self.push(entry)
+        self.make_room(responder)?;
+        self.push(entry)?;
+        self.unsubmitted.push((slot_index, reply.pending_rx_ns));
+        Ok(())
     }
 }
 

@@ -1,0 +1,119 @@
+//! When each reply of a batch leaves: the transmit timestamp T3.
+//!
+//! A worker hands a batch of replies to the kernel in one call, and the kernel
+//! sends them one after another. Reading the clock as each reply is built, and
+//! sending the batch afterwards, stamps every reply too early by the time the
+//! kernel spent on the replies ahead of it: with three or four replies per
+//! batch that was a 6-7 µs error in the offset a client measures (ntp-blast's
+//! `|offset|` on a shared clock, docs/benchmarks.md), where chronyd, one
+//! `sendmsg` per reply, is within 0.1 µs. So the replies are stamped right
+//! before the send call instead, reply `i` at `clock + i × (cost of one
+//! send)`, the cost measured on the worker's own earlier batches.
+
+/// Measured cost of one send within a batched send call, and the departure
+/// estimate built on it.
+#[derive(Clone, Copy, Debug)]
+pub struct DepartureClock {
+    /// Nanoseconds per send, times 16 (an exponential average of 1/16 weight).
+    per_send_x16: i64,
+}
+
+/// No estimate yet: sends cost about this much through the kernel's UDP path.
+const INITIAL_PER_SEND_NS: i64 = 1_000;
+/// A sample above this is a call that waited for something (a full socket
+/// buffer, a preemption) rather than the cost of sending; it is ignored.
+const MAX_PER_SEND_NS: i64 = 50_000;
+
+impl Default for DepartureClock {
+    fn default() -> Self {
+        DepartureClock {
+            per_send_x16: INITIAL_PER_SEND_NS * 16,
+        }
+    }
+}
+
+impl DepartureClock {
+    /// The estimated cost of one send, in nanoseconds.
+    pub fn per_send_ns(&self) -> i64 {
+        self.per_send_x16 / 16
+    }
+
+    /// When the reply at `position` (from 0) of a send call that starts at
+    /// `start_ns` leaves.
+    #[inline]
+    pub fn departure(&self, start_ns: i64, position: usize) -> i64 {
+        start_ns.saturating_add((position as i64).saturating_mul(self.per_send_ns()))
+    }
+
+    /// Learns from a send call that handed `sends` replies to the kernel in
+    /// `elapsed_ns`. Calls with one reply say little about the per-reply cost
+    /// (the call's own overhead dominates) and are left out.
+    #[inline]
+    pub fn observe(&mut self, sends: usize, elapsed_ns: i64) {
+        if sends < 2 || elapsed_ns <= 0 {
+            return;
+        }
+        let sample = elapsed_ns / sends as i64;
+        if sample > MAX_PER_SEND_NS {
+            return;
+        }
+        // x16 fixed point: avg += (sample - avg) / 16.
+        self.per_send_x16 += sample - self.per_send_x16 / 16;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_leave_one_send_apart() {
+        let mut clock = DepartureClock::default();
+        for _ in 0..200 {
+            clock.observe(4, 4 * 2_500);
+        }
+        assert!(
+            (clock.per_send_ns() - 2_500).abs() <= 20,
+            "{}",
+            clock.per_send_ns()
+        );
+        let start = 1_700_000_000_000_000_000;
+        assert_eq!(clock.departure(start, 0), start);
+        let third = clock.departure(start, 2) - start;
+        assert!((third - 5_000).abs() <= 40, "{third}");
+    }
+
+    #[test]
+    fn single_sends_and_stalls_do_not_move_the_estimate() {
+        let mut clock = DepartureClock::default();
+        let before = clock.per_send_ns();
+        clock.observe(1, 40_000);
+        clock.observe(0, 0);
+        clock.observe(3, -5);
+        clock.observe(8, 8 * 2_000_000); // a call that waited 16 ms
+        assert_eq!(clock.per_send_ns(), before);
+    }
+
+    #[test]
+    fn the_estimate_follows_a_changed_cost() {
+        let mut clock = DepartureClock::default();
+        for _ in 0..100 {
+            clock.observe(10, 10 * 4_000);
+        }
+        assert!((clock.per_send_ns() - 4_000).abs() < 100);
+        for _ in 0..100 {
+            clock.observe(10, 10 * 700);
+        }
+        assert!(
+            (clock.per_send_ns() - 700).abs() < 50,
+            "{}",
+            clock.per_send_ns()
+        );
+    }
+
+    #[test]
+    fn far_positions_do_not_overflow() {
+        let clock = DepartureClock::default();
+        assert_eq!(clock.departure(i64::MAX - 10, 5), i64::MAX);
+    }
+}
