@@ -3,7 +3,8 @@
 //! the worker starts 200 ms later, and the reply's T2 still matches the send time
 //! while its T3 is 200 ms later. And the transmit timestamp (T3) of each reply
 //! of a batch is its own estimated departure, one send apart, not one clock read
-//! for the whole batch. Checked for both backends.
+//! for the whole batch. And the kernel's count of requests it dropped for a full
+//! receive queue reaches the worker's counters. Checked for both backends.
 
 mod common;
 
@@ -22,6 +23,43 @@ use tachyon::server::{mmsg, uring, Backend};
 use tachyon::state::{shared_state, ServerState};
 
 use common::{ntp_to_unix_ns, request};
+
+/// 300 requests sent to a socket with a 16 KiB receive buffer before its worker
+/// starts: the kernel keeps a few dozen and drops the rest. The worker learns
+/// how many from the next datagram (SO_RXQ_OVFL) and counts every one.
+fn check_socket_drops(backend: Backend) {
+    let listener = open_listen_socket("127.0.0.1:0".parse().unwrap(), 16 << 10).unwrap();
+    let server = listener.local;
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    for nonce in 1..=300u64 {
+        client.send_to(&request(4, nonce), server).unwrap();
+    }
+    let stats = Arc::new(WorkerStats::default());
+    let answered = with_worker(backend, listener, stats.clone(), || {
+        let mut buf = [0u8; 128];
+        let mut answered = 0u64;
+        while client.recv_from(&mut buf).is_ok() {
+            answered += 1;
+        }
+        // One more, after the queue drained: it carries the drop count.
+        client.send_to(&request(4, 301), server).unwrap();
+        client.recv_from(&mut buf).expect("the last reply");
+        answered + 1
+    });
+    let name = backend.name();
+    assert!(
+        answered < 200,
+        "{name}: {answered} answered; no drops to count"
+    );
+    assert_eq!(
+        stats.socket_drops.get(),
+        301 - answered,
+        "{name}: {answered} of 301 answered"
+    );
+}
 
 /// Runs a worker of `backend` on `listener` while `client` runs, then stops it.
 fn with_worker<T>(
@@ -177,4 +215,16 @@ fn io_uring_stamps_each_reply_of_a_batch_at_its_departure() {
 #[test]
 fn mmsg_stamps_each_reply_of_a_batch_at_its_departure() {
     check_batch_departures(Backend::Mmsg);
+}
+
+#[test]
+fn io_uring_counts_kernel_queue_drops() {
+    if uring_available() {
+        check_socket_drops(Backend::Uring);
+    }
+}
+
+#[test]
+fn mmsg_counts_kernel_queue_drops() {
+    check_socket_drops(Backend::Mmsg);
 }

@@ -146,6 +146,7 @@ fn print_stats(s: &Stats) {
         println!("  {label:<18} {n}");
     }
     println!("  {:<18} {}", "leaked (answered)", s.rate_limit_leaked);
+    println!("  {:<18} {}", "kernel queue full", s.socket_drops);
     println!("errors");
     println!("  {:<18} {}", "receive", s.receive_errors);
     println!("  {:<18} {}", "send", s.send_errors);

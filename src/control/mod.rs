@@ -87,6 +87,9 @@ pub struct Stats {
     pub outcomes: Vec<(String, u64)>,
     pub rate_limit_leaked: u64,
     pub rx_timestamp_missing: u64,
+    /// Requests the kernel dropped for a full socket receive queue.
+    #[serde(default)]
+    pub socket_drops: u64,
     pub receive_errors: u64,
     pub send_errors: u64,
     /// Server processing time T3 − T2, seconds.
@@ -183,6 +186,7 @@ impl ControlSource {
                 .collect(),
             rate_limit_leaked: sum(|w| w.rate_limit_leaked.get()),
             rx_timestamp_missing: sum(|w| w.rx_stamp_missing.get()),
+            socket_drops: sum(|w| w.socket_drops.get()),
             receive_errors: sum(|w| w.recv_errors.get()),
             send_errors: sum(|w| w.send_errors.get()),
             response_time: percentiles(&merge(|w| &w.response_time), 1e-9),

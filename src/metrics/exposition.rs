@@ -146,6 +146,11 @@ pub fn render(src: &MetricsSource) -> String {
             sum(|w| w.send_errors.get()),
         ),
         (
+            "tachyon_socket_drops_total",
+            "Requests the kernel dropped because a worker's socket receive queue was full (SO_RXQ_OVFL).",
+            sum(|w| w.socket_drops.get()),
+        ),
+        (
             "tachyon_multishot_rearms_total",
             "io_uring multishot receives re-armed after the kernel ended them.",
             sum(|w| w.multishot_rearms.get()),

@@ -92,6 +92,10 @@ pub struct RxMeta {
     pub timestamp_ns: Option<i64>,
     /// The address the datagram was sent to, and the interface it came in on.
     pub local: Option<(IpAddr, u32)>,
+    /// `SO_RXQ_OVFL`: how many datagrams the kernel had dropped on this socket,
+    /// for a full receive queue, since it was opened (a wrapping count, sent
+    /// only once it is non-zero).
+    pub socket_drops: Option<u32>,
 }
 
 /// Walks a control-message buffer as the kernel laid it out (`CMSG_FIRSTHDR` /
@@ -120,6 +124,9 @@ pub fn parse_control(control: &[u8]) -> RxMeta {
                 let secs = read_i64(data);
                 let nanos = read_i64(&data[8..]);
                 meta.timestamp_ns = Some(secs.saturating_mul(1_000_000_000) + nanos);
+            }
+            (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if data.len() >= 4 => {
+                meta.socket_drops = Some(read_i32(data) as u32);
             }
             // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst; in_addr ipi_addr; }
             (libc::IPPROTO_IP, libc::IP_PKTINFO) if data.len() >= 12 => {

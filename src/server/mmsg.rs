@@ -15,7 +15,7 @@ use crate::server::cmsg::{
 use crate::server::departure::DepartureClock;
 use crate::server::responder::Responder;
 use crate::server::sockets::ListenSocket;
-use crate::server::stats::Outcome;
+use crate::server::stats::{Outcome, SocketDrops};
 
 /// Datagrams per recvmmsg/sendmmsg call.
 const BATCH: usize = 64;
@@ -100,6 +100,7 @@ pub fn run(
     shutdown: BorrowedFd<'_>,
 ) -> io::Result<()> {
     let mut buffers = Buffers::new();
+    let mut drops = vec![SocketDrops::default(); sockets.len()];
     loop {
         let mut fds: Vec<PollFd> = sockets
             .iter()
@@ -118,9 +119,14 @@ pub fn run(
         if ready[sockets.len()] {
             return Ok(());
         }
-        for (socket, _) in sockets.iter().zip(&ready).filter(|(_, r)| **r) {
+        for ((socket, _), drops) in sockets
+            .iter()
+            .zip(&ready)
+            .zip(&mut drops)
+            .filter(|((_, r), _)| **r)
+        {
             for _ in 0..MAX_BATCHES_PER_WAKEUP {
-                let received = serve_batch(socket, responder, &mut buffers);
+                let received = serve_batch(socket, drops, responder, &mut buffers);
                 if received < BATCH {
                     break;
                 }
@@ -131,7 +137,12 @@ pub fn run(
 
 /// Receives up to one batch from `socket`, answers it, and returns how many
 /// datagrams were received.
-fn serve_batch(socket: &ListenSocket, responder: &mut Responder, b: &mut Buffers) -> usize {
+fn serve_batch(
+    socket: &ListenSocket,
+    drops: &mut SocketDrops,
+    responder: &mut Responder,
+    b: &mut Buffers,
+) -> usize {
     b.arm_receive();
     let fd = socket.socket.as_raw_fd();
     // SAFETY: every header points at buffers owned by `b` that outlive the call,
@@ -163,6 +174,8 @@ fn serve_batch(socket: &ListenSocket, responder: &mut Responder, b: &mut Buffers
         let flags = hdr.msg_hdr.msg_flags;
         let name_len = (hdr.msg_hdr.msg_namelen as usize).min(SOCKADDR_SPACE);
         let control_len = hdr.msg_hdr.msg_controllen.min(RX_CONTROL_SPACE);
+        let meta: RxMeta = parse_control(&b.rx_control[i].0[..control_len]);
+        drops.update(meta.socket_drops, responder.stats());
         let Some(peer) = parse_sockaddr(&b.rx_name[i].0[..name_len]) else {
             responder.stats().recv_errors.bump();
             continue;
@@ -171,7 +184,6 @@ fn serve_batch(socket: &ListenSocket, responder: &mut Responder, b: &mut Buffers
             responder.count_unhandled(peer, b.rx_data[i][0], Outcome::Truncated);
             continue;
         }
-        let meta: RxMeta = parse_control(&b.rx_control[i].0[..control_len]);
         let out = &mut b.tx_data[replies];
         let Some(reply) = responder.handle(&b.rx_data[i][..len], peer, meta.timestamp_ns, out)
         else {

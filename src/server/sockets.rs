@@ -44,6 +44,9 @@ pub fn open_listen_socket(addr: SocketAddr, rcvbuf: usize) -> io::Result<ListenS
             | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE),
     )
     .map_err(io::Error::from)?;
+    // Each datagram then tells how many the kernel dropped before it for a
+    // full receive queue: overload that never reaches the worker otherwise.
+    setsockopt(&socket, sockopt::RxqOvfl, &1).map_err(io::Error::from)?;
     let wildcard = addr.ip().is_unspecified();
     if wildcard {
         if addr.is_ipv4() {

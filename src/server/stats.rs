@@ -134,6 +134,8 @@ pub struct WorkerStats {
     pub recv_errors: Counter,
     pub send_errors: Counter,
     pub multishot_rearms: Counter,
+    /// Requests the kernel dropped because a socket's receive queue was full.
+    pub socket_drops: Counter,
     pub batches: Counter,
     /// Nanoseconds spent handling batches (the rest is waiting for packets).
     pub busy_ns: Counter,
@@ -153,6 +155,7 @@ impl Default for WorkerStats {
             recv_errors: Counter::default(),
             send_errors: Counter::default(),
             multishot_rearms: Counter::default(),
+            socket_drops: Counter::default(),
             batches: Counter::default(),
             busy_ns: Counter::default(),
             response_time: Histogram::new(&RESPONSE_TIME_BOUNDS_NS),
@@ -203,6 +206,32 @@ pub fn merged(all: &[Arc<WorkerStats>], pick: fn(&WorkerStats) -> &Histogram) ->
     Snapshot::merge(&histograms)
 }
 
+/// Turns the cumulative drop count each datagram carries (`SO_RXQ_OVFL`) into
+/// increments of [`WorkerStats::socket_drops`]: one per socket, owned by the
+/// socket's worker.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SocketDrops {
+    last: u32,
+}
+
+impl SocketDrops {
+    /// Counts the drops that `reported` (a datagram's count) adds to what was
+    /// seen before. The kernel's count wraps at 2^32; datagrams read in a
+    /// batch may carry a count older than one already seen, which adds nothing.
+    #[inline]
+    pub fn update(&mut self, reported: Option<u32>, stats: &WorkerStats) {
+        let Some(now) = reported else {
+            return;
+        };
+        let new = now.wrapping_sub(self.last);
+        // A "negative" difference (an older count) reads as over 2^31.
+        if new != 0 && new < 1 << 31 {
+            stats.socket_drops.add(new as u64);
+            self.last = now;
+        }
+    }
+}
+
 /// A one-line summary over all workers, for the log.
 pub fn summary(all: &[Arc<WorkerStats>]) -> String {
     let received = sum(all, WorkerStats::received);
@@ -211,8 +240,9 @@ pub fn summary(all: &[Arc<WorkerStats>]) -> String {
         line.push_str(&format!(" {} {}", outcome.label(), total(all, outcome)));
     }
     line.push_str(&format!(
-        " leaked {} rx_stamp_missing {} recv_errors {} send_errors {}",
+        " leaked {} socket_drops {} rx_stamp_missing {} recv_errors {} send_errors {}",
         sum(all, |s| s.rate_limit_leaked.get()),
+        sum(all, |s| s.socket_drops.get()),
         sum(all, |s| s.rx_stamp_missing.get()),
         sum(all, |s| s.recv_errors.get()),
         sum(all, |s| s.send_errors.get()),

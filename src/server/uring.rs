@@ -18,7 +18,7 @@ use crate::server::cmsg::{
 use crate::server::departure::DepartureClock;
 use crate::server::responder::Responder;
 use crate::server::sockets::ListenSocket;
-use crate::server::stats::Outcome;
+use crate::server::stats::{Outcome, SocketDrops};
 
 const SQ_ENTRIES: u32 = 4096;
 const CQ_ENTRIES: u32 = 8192;
@@ -190,6 +190,8 @@ struct Worker<'a> {
     /// written just before the submission; see server::departure).
     unsubmitted: Vec<(u16, Option<i64>)>,
     departure: DepartureClock,
+    /// Kernel queue drops seen so far, per socket.
+    drops: Vec<SocketDrops>,
 }
 
 impl<'a> Worker<'a> {
@@ -227,6 +229,7 @@ impl<'a> Worker<'a> {
             sockets,
             unsubmitted: Vec::with_capacity(SEND_SLOTS),
             departure: DepartureClock::default(),
+            drops: vec![SocketDrops::default(); sockets.len()],
         })
     }
 
@@ -374,6 +377,8 @@ impl<'a> Worker<'a> {
             responder.stats().recv_errors.bump();
             return Ok(());
         };
+        let meta = parse_control(msg.control_data());
+        self.drops[socket].update(meta.socket_drops, responder.stats());
         let Some(peer) = parse_sockaddr(msg.name_data()) else {
             responder.stats().recv_errors.bump();
             return Ok(());
@@ -383,7 +388,6 @@ impl<'a> Worker<'a> {
             responder.count_unhandled(peer, first_byte, Outcome::Truncated);
             return Ok(());
         }
-        let meta = parse_control(msg.control_data());
         let Some(slot_index) = self.free_slots.pop() else {
             // Every reply slot is in flight: an overload drop, counted.
             responder.count_unhandled(peer, first_byte, Outcome::Overload);
