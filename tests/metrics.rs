@@ -19,10 +19,13 @@ fn free_tcp_port() -> u16 {
         .port()
 }
 
+fn parse(body: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("exposition parses")
+}
+
 fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
-        .expect("exposition parses");
-    scrape
+    parse(body)
         .samples
         .iter()
         .filter(|s| s.metric == name)
@@ -37,9 +40,7 @@ fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 fn histogram_count(body: &str, name: &str) -> f64 {
-    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
-        .expect("exposition parses");
-    scrape
+    parse(body)
         .samples
         .iter()
         .filter(|s| s.metric == name)
