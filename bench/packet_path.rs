@@ -16,7 +16,9 @@ use std::sync::Arc;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 
 use tachyon::config::Config;
-use tachyon::proto::{respond, Access, LeapIndicator, NtpTimestamp, SystemInfo};
+use tachyon::proto::{
+    parse_client_request, respond, Access, LeapIndicator, NtpTimestamp, SystemInfo,
+};
 use tachyon::server::ratelimit::RateLimiter;
 use tachyon::server::responder::{AccessControl, Responder, SharedAccess};
 use tachyon::server::restrict::RestrictTable;
@@ -53,13 +55,8 @@ fn benches(c: &mut Criterion) {
     let mut out = [0u8; 64];
     group.bench_function("respond", |b| {
         b.iter(|| {
-            black_box(respond(
-                black_box(&req),
-                rx,
-                &system,
-                Access::Serve,
-                &mut out,
-            ))
+            let parsed = parse_client_request(black_box(&req), false);
+            black_box(parsed.map(|parsed| respond(&parsed, rx, &system, Access::Serve, &mut out)))
         })
     });
 
@@ -97,7 +94,7 @@ fn benches(c: &mut Criterion) {
                 now += 1_000_000;
                 let reply = responder.handle(black_box(&req), peers[i], Some(now), &mut out);
                 // The transmit timestamp, as a worker writes it before sending.
-                if let Some(rx_ns) = reply.and_then(|r| r.pending_rx_ns) {
+                if let Some(rx_ns) = reply.map(|r| r.rx_ns) {
                     let tx_ns = tachyon::clock::system_unix_ns();
                     responder.stamp_transmit(&mut out, rx_ns, tx_ns);
                 }

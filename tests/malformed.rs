@@ -59,7 +59,8 @@ fn corpus(rng: &mut Rng) -> Vec<(Vec<u8>, Expect)> {
     for version in 0..8u8 {
         for mode in 0..8u8 {
             for _ in 0..10 {
-                let good = (1..=4).contains(&version) && mode == 3;
+                // Client mode, or NTPv1's reserved mode from a client port.
+                let good = (1..=4).contains(&version) && mode == 3 || version == 1 && mode == 0;
                 let expect = if good {
                     Expect::Answer(48)
                 } else {
@@ -96,7 +97,14 @@ fn corpus(rng: &mut Rng) -> Vec<(Vec<u8>, Expect)> {
             Expect::Answer(48),
             rng,
         ));
-        out.push(with_header(0x1b, rng.bytes(20), Expect::Answer(52), rng));
+        let mut mac = (1 + rng.next() % 65_535).to_be_bytes()[4..].to_vec();
+        mac.extend(rng.bytes(16));
+        out.push(with_header(0x1b, mac, Expect::Answer(52), rng));
+        // Garbage of a MAC's length gets no crypto-NAK; a lone 16-byte
+        // extension field is too short to be the last (RFC 7822).
+        out.push(with_header(0x1b, vec![0xff; 20], Expect::Silence, rng));
+        out.push(with_header(0x23, vec![0; 24], Expect::Silence, rng));
+        out.push(with_header(0x23, ef(0x0104, 16, 16), Expect::Silence, rng));
         // Oversized: 4000 and 9000 bytes, more than a receive buffer.
         out.push(with_header(
             0x23,

@@ -173,3 +173,60 @@ fn localhost_rule_exempts_from_limiting() {
     assert_eq!(t.normal_unraised, 300, "127.0.0.1 is unrestricted:\n{log}");
     assert_eq!(summary_count(&log, "rate_limited"), 0, "{log}");
 }
+
+/// chrony's client obeys our RATE Kiss-o'-Death: it logs it and polls less
+/// often. (A KoD with zero receive and transmit timestamps is discarded by
+/// chrony as invalid, and the client kept polling every 2 s.)
+#[test]
+fn chronyd_client_backs_off_after_a_kod() {
+    if !have_tool("chronyd", "chrony") {
+        return;
+    }
+    for backend in BACKENDS {
+        let port = free_port();
+        let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let daemon = Daemon::start(
+            &format!(
+                "listen {server}\nworkers 1\nio {backend}\nclock software\nlocal stratum 2\n\
+                 restrict default kod limited\nratelimit interval 3 burst 1 leak 8\n"
+            ),
+            server,
+        );
+        let dir = scratch_dir("chronyd-kod");
+        // The client polls from its own address so the daemon's start-up probe
+        // (from 127.0.0.1) does not use up its burst. iburst sends every 2 s.
+        let out = std::process::Command::new("timeout")
+            .args([
+                "20",
+                "chronyd",
+                "-Q",
+                "-t",
+                "9",
+                "-f",
+                "/dev/null",
+                "-u",
+                "root",
+            ])
+            .arg(format!("server 127.0.0.1 port {port} iburst"))
+            .arg("bindacqaddress 127.0.0.5")
+            .arg(format!("pidfile {}/chronyd.pid", dir.display()))
+            .arg("cmdport 0")
+            .output()
+            .expect("run chronyd");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let log = daemon.stop();
+        assert!(
+            stderr.contains("Received KoD RATE from 127.0.0.1"),
+            "{backend}: chronyd did not take the KoD:\n{stderr}\n{log}"
+        );
+        let received = summary_count(&log, "received");
+        let kods = summary_count(&log, "kod");
+        // The probe, one answer, one KoD, then silence; without obeying the
+        // KoD, iburst keeps going: 5 requests in 9 s.
+        assert!(kods >= 1, "{backend}: {log}");
+        assert!(
+            received <= 3,
+            "{backend}: {received} requests: the client did not back off\n{stderr}"
+        );
+    }
+}

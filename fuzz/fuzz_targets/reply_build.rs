@@ -3,10 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tachyon::proto::{respond, Access, LeapIndicator, NtpTimestamp, ReplyAction, SystemInfo};
+use tachyon::proto::{
+    parse_client_request, respond, Access, LeapIndicator, NtpTimestamp, ReplyAction, SystemInfo,
+};
 
-fuzz_target!(|input: (u8, i8, u64, &[u8])| {
-    let (access_kind, poll, rx, request) = input;
+fuzz_target!(|input: (u8, i8, u64, bool, &[u8])| {
+    let (access_kind, poll, rx, from_ntp_port, request) = input;
     let access = match access_kind % 5 {
         0 => Access::Serve,
         1 => Access::ServeRaisingPoll(poll),
@@ -24,7 +26,10 @@ fuzz_target!(|input: (u8, i8, u64, &[u8])| {
         reference_time: NtpTimestamp::from_bits(rx.wrapping_sub(1 << 38)),
     };
     let mut out = [0u8; 64];
-    match respond(request, NtpTimestamp::from_bits(rx), &system, access, &mut out) {
+    let Ok(parsed) = parse_client_request(request, from_ntp_port) else {
+        return;
+    };
+    match respond(&parsed, NtpTimestamp::from_bits(rx), &system, access, &mut out) {
         ReplyAction::Reply { len } | ReplyAction::Kod { len } => {
             assert!(len <= request.len());
             assert_eq!(&out[24..32], &request[40..48]);

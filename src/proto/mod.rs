@@ -7,8 +7,10 @@
 pub mod ext;
 pub mod packet;
 pub mod reply;
+pub mod request;
 pub mod time;
 
 pub use packet::{Header, LeapIndicator, Mode, HEADER_LEN};
 pub use reply::{respond, Access, DropReason, ReplyAction, SystemInfo};
+pub use request::{parse_client_request, ClientRequest};
 pub use time::{NtpShort, NtpTimestamp};

@@ -4,8 +4,8 @@
 //! the transmit timestamp, which the caller stamps with [`set_transmit`] as late as
 //! possible before the reply is queued.
 
-use super::ext::{walk_trailer, MacKind};
 use super::packet::{Header, LeapIndicator, Mode, HEADER_LEN, TRANSMIT_OFFSET};
+use super::request::ClientRequest;
 use super::time::{NtpShort, NtpTimestamp};
 
 /// Root dispersion grows at this rate from the last clock update (RFC 5905 PHI).
@@ -112,7 +112,9 @@ pub enum ReplyAction {
     Reply {
         len: usize,
     },
-    /// A complete RATE Kiss-o'-Death of `len` bytes is in the buffer; send as is.
+    /// A RATE Kiss-o'-Death of `len` bytes is in the buffer; stamp it with
+    /// [`set_transmit`] like any reply (chrony's client ignores a KoD whose
+    /// receive or transmit timestamp is zero, and never backs off).
     Kod {
         len: usize,
     },
@@ -122,100 +124,68 @@ pub enum ReplyAction {
 /// RFC 5905 kiss code for rate limiting.
 pub const KISS_RATE: [u8; 4] = *b"RATE";
 
-/// Handles one request.
+/// Root delay and root dispersion sent while unsynchronized, in seconds, as
+/// chrony sends them: large enough that no client mistakes the server for a
+/// good source even if it ignores the leap indicator and stratum.
+pub const UNSYNCHRONIZED_ROOT_DISTANCE: f64 = 1.0;
+
+/// Builds the reply to a checked request (see
+/// [`parse_client_request`](super::request::parse_client_request)).
 ///
-/// `request` is the datagram, `received` its receive timestamp on the served time
-/// scale, `system` the published state and `access` the access decision for the
-/// source. The reply is written into `out` and is never longer than the request.
+/// `received` is the request's receive timestamp on the served time scale,
+/// `system` the published state and `access` the access decision for the
+/// source. The reply is written into `out` and is never longer than the
+/// request; its transmit timestamp is left for [`set_transmit`].
 pub fn respond(
-    request: &[u8],
+    req: &ClientRequest,
     received: NtpTimestamp,
     system: &SystemInfo,
     access: Access,
     out: &mut [u8],
 ) -> ReplyAction {
-    if access == Access::Deny {
-        return ReplyAction::Drop(DropReason::Denied);
-    }
-    let Some(req) = Header::parse(request) else {
-        return ReplyAction::Drop(DropReason::TooShort);
+    let poll_floor = match access {
+        Access::Deny => return ReplyAction::Drop(DropReason::Denied),
+        Access::Limit => return ReplyAction::Drop(DropReason::RateLimited),
+        Access::ServeRaisingPoll(p) | Access::Kod(p) => p,
+        Access::Serve => i8::MIN,
     };
-    if !(1..=4).contains(&req.version) {
-        return ReplyAction::Drop(DropReason::BadVersion);
-    }
-    if req.mode != Mode::Client {
-        return ReplyAction::Drop(DropReason::UnsupportedMode(req.mode as u8));
-    }
-    let trailer = match walk_trailer(req.version, &request[HEADER_LEN..]) {
-        Ok(t) => t,
-        Err(_) => return ReplyAction::Drop(DropReason::BadTrailer),
-    };
-    // A request with a key identifier we cannot verify gets a crypto-NAK (RFC 5905
-    // §7.5), 4 bytes long, so the client learns why there is no authenticated reply.
-    let nak = matches!(trailer.mac, Some(MacKind::Keyed { .. }));
-    let len = HEADER_LEN + if nak { 4 } else { 0 };
-    debug_assert!(len <= request.len());
+    let len = req.reply_len();
     if out.len() < len {
         return ReplyAction::Drop(DropReason::BufferTooSmall);
     }
-
-    let poll_floor = match access {
-        Access::ServeRaisingPoll(p) | Access::Kod(p) => p,
-        _ => i8::MIN,
-    };
-    let poll = req.poll.max(poll_floor);
-    // The origin timestamp is copied byte for byte: clients put random nonces there.
-    let origin = NtpTimestamp::from_be_bytes(request[40..48].try_into().unwrap_or([0; 8]));
-
-    match access {
-        Access::Limit => return ReplyAction::Drop(DropReason::RateLimited),
-        Access::Kod(_) => {
-            let kod = Header {
-                leap: LeapIndicator::Unknown,
-                version: req.version,
-                mode: Mode::Server,
-                stratum: 0,
-                poll,
-                precision: system.precision,
-                root_delay: NtpShort(0),
-                root_dispersion: NtpShort(0),
-                reference_id: KISS_RATE,
-                reference_ts: NtpTimestamp::ZERO,
-                origin_ts: origin,
-                receive_ts: NtpTimestamp::ZERO,
-                transmit_ts: NtpTimestamp::ZERO,
-            };
-            kod.write(out);
-            return ReplyAction::Kod { len: HEADER_LEN };
-        }
-        _ => {}
-    }
-
+    let kod = matches!(access, Access::Kod(_));
     let synced = system.is_synchronized();
+    let (root_delay, root_dispersion) = if synced {
+        (system.root_delay, system.root_dispersion_at(received))
+    } else {
+        (UNSYNCHRONIZED_ROOT_DISTANCE, UNSYNCHRONIZED_ROOT_DISTANCE)
+    };
     let reply = Header {
-        leap: if synced {
+        leap: if synced && !kod {
             system.leap
         } else {
             LeapIndicator::Unknown
         },
         version: req.version,
         mode: Mode::Server,
-        stratum: if synced { system.stratum } else { 0 },
-        poll,
+        stratum: if synced && !kod { system.stratum } else { 0 },
+        poll: req.poll.max(poll_floor),
         precision: system.precision,
-        root_delay: NtpShort::from_seconds(system.root_delay),
-        root_dispersion: NtpShort::from_seconds(system.root_dispersion_at(received)),
-        reference_id: system.reference_id,
+        root_delay: NtpShort::from_seconds(root_delay),
+        root_dispersion: NtpShort::from_seconds(root_dispersion),
+        reference_id: if kod { KISS_RATE } else { system.reference_id },
         reference_ts: system.reference_time,
-        origin_ts: origin,
+        origin_ts: req.transmit,
         receive_ts: received,
         transmit_ts: NtpTimestamp::ZERO,
     };
     reply.write(out);
-    if nak {
-        out[HEADER_LEN..len].fill(0);
+    out[HEADER_LEN..len].fill(0);
+    if kod {
+        ReplyAction::Kod { len }
+    } else {
+        ReplyAction::Reply { len }
     }
-    ReplyAction::Reply { len }
 }
 
 /// Writes the transmit timestamp of a reply built by [`respond`].
@@ -226,6 +196,7 @@ pub fn set_transmit(reply: &mut [u8], transmit: NtpTimestamp) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::request::parse_client_request;
     use proptest::prelude::*;
 
     const RX: NtpTimestamp = NtpTimestamp(0xE8F0_0000_8000_0000);
@@ -250,9 +221,13 @@ mod tests {
         r
     }
 
+    /// The whole per-request path: check the datagram, then build the reply.
     fn answer(req: &[u8], system: &SystemInfo, access: Access) -> (ReplyAction, Vec<u8>) {
         let mut out = vec![0u8; 2048];
-        let action = respond(req, RX, system, access, &mut out);
+        let action = match parse_client_request(req, false) {
+            Ok(parsed) => respond(&parsed, RX, system, access, &mut out),
+            Err(reason) => ReplyAction::Drop(reason),
+        };
         (action, out)
     }
 
@@ -279,7 +254,7 @@ mod tests {
 
     #[test]
     fn only_client_mode_is_answered() {
-        for mode in [0u8, 1, 2, 4, 5, 6, 7] {
+        for mode in [1u8, 2, 4, 5, 6, 7] {
             let (action, _) = answer(&request(4, mode), &synced(), Access::Serve);
             assert_eq!(
                 action,
@@ -357,7 +332,16 @@ mod tests {
             assert_eq!(h.leap, LeapIndicator::Unknown);
             assert_eq!(h.stratum, 0);
             assert_eq!(h.receive_ts, RX);
+            // 1 s each, as chrony sends: never mistaken for a good source.
+            assert_eq!(h.root_delay, NtpShort::from_seconds(1.0));
+            assert_eq!(h.root_dispersion, NtpShort::from_seconds(1.0));
         }
+    }
+
+    #[test]
+    fn an_ntpv1_request_is_answered_in_server_mode() {
+        let h = reply_header(&request(1, 0), &synced());
+        assert_eq!((h.version, h.mode), (1, Mode::Server));
     }
 
     #[test]
@@ -408,6 +392,17 @@ mod tests {
     }
 
     #[test]
+    fn garbage_of_mac_length_gets_no_crypto_nak() {
+        for mac_len in [20usize, 24] {
+            let mut req = request(3, 3);
+            let mac = vec![0xffu8; mac_len];
+            req.extend(&mac);
+            let (action, _) = answer(&req, &synced(), Access::Serve);
+            assert_eq!(action, ReplyAction::Drop(DropReason::BadTrailer));
+        }
+    }
+
+    #[test]
     fn rate_kiss_of_death() {
         let req = request(4, 3);
         let (action, out) = answer(&req, &synced(), Access::Kod(10));
@@ -420,6 +415,10 @@ mod tests {
         assert_eq!(h.version, 4);
         assert_eq!(h.poll, 10, "poll raised to the limit interval");
         assert_eq!(&out[24..32], &req[40..48]);
+        // Timestamps filled as in any reply: chrony's client discards a reply
+        // with a zero receive or transmit timestamp, KoD or not.
+        assert_eq!(h.receive_ts, RX);
+        assert_eq!(h.transmit_ts, NtpTimestamp::ZERO, "left for set_transmit");
     }
 
     #[test]
@@ -457,7 +456,8 @@ mod tests {
     #[test]
     fn small_buffer_is_a_drop_not_a_panic() {
         let mut out = [0u8; 20];
-        let action = respond(&request(4, 3), RX, &synced(), Access::Serve, &mut out);
+        let req = parse_client_request(&request(4, 3), false).unwrap();
+        let action = respond(&req, RX, &synced(), Access::Serve, &mut out);
         assert_eq!(action, ReplyAction::Drop(DropReason::BufferTooSmall));
     }
 
@@ -480,8 +480,8 @@ mod tests {
             bytes in proptest::collection::vec(any::<u8>(), 0..600),
             access in any_access(),
         ) {
-            let mut out = vec![0u8; 2048];
-            match respond(&bytes, RX, &synced(), access, &mut out) {
+            let (action, out) = answer(&bytes, &synced(), access);
+            match action {
                 ReplyAction::Reply { len } | ReplyAction::Kod { len } => {
                     prop_assert!(len <= bytes.len());
                     prop_assert!(len >= HEADER_LEN);
@@ -495,8 +495,7 @@ mod tests {
         #[test]
         fn client_requests_are_answered(mut bytes in proptest::collection::vec(any::<u8>(), 48..=48), v in 1u8..=4) {
             bytes[0] = (bytes[0] & 0xc0) | (v << 3) | 3;
-            let mut out = vec![0u8; 48];
-            prop_assert_eq!(respond(&bytes, RX, &synced(), Access::Serve, &mut out), ReplyAction::Reply { len: 48 });
+            prop_assert_eq!(answer(&bytes, &synced(), Access::Serve).0, ReplyAction::Reply { len: 48 });
         }
     }
 }

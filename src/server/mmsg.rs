@@ -190,7 +190,7 @@ fn serve_batch(
             continue;
         };
         let reply_len = reply.len;
-        b.tx_pending_rx[replies] = reply.pending_rx_ns;
+        b.tx_pending_rx[replies] = Some(reply.rx_ns);
         let name_len = crate::server::cmsg::write_sockaddr(&peer, &mut b.tx_name[replies].0);
         let control_len = match (socket.wildcard, meta.local) {
             (true, Some((local, ifindex))) => {

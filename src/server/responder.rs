@@ -9,11 +9,14 @@ use std::sync::{Arc, Mutex};
 use crate::clock::system_unix_ns;
 use crate::config::RestrictFlags;
 use crate::proto::reply::set_transmit;
-use crate::proto::{respond, Access, ReplyAction};
+use crate::proto::{parse_client_request, respond, Access, ReplyAction};
 use crate::server::ratelimit::{LeakRng, RateLimiter, Verdict};
 use crate::server::restrict::RestrictTable;
 use crate::server::stats::{Outcome, WorkerStats};
 use crate::state::{ServerState, StateReader};
+
+/// Requests from this port may come from an NTPv1 peer rather than a client.
+const NTP_PORT: u16 = 123;
 
 /// What a worker shares with the others: the access rules and the rate limiter.
 #[derive(Clone)]
@@ -137,9 +140,14 @@ impl Responder {
     }
 
     /// Handles one datagram. On `Some(reply)`, `out[..reply.len]` is the reply
-    /// to send to `peer`; an answer still needs its transmit timestamp, written
-    /// by [`Responder::stamp_transmit`] just before the reply is handed to the
+    /// to send to `peer`; it still needs its transmit timestamp, written by
+    /// [`Responder::stamp_transmit`] just before the reply is handed to the
     /// kernel (see `server::departure`).
+    ///
+    /// The datagram is checked in full before access control sees it, so
+    /// garbage and requests that would never be answered (other modes, bad
+    /// versions, malformed extension fields) are never charged to the rate
+    /// limit of the address they claim to come from.
     #[inline]
     pub fn handle(
         &mut self,
@@ -152,6 +160,13 @@ impl Responder {
         stats.bytes_in.add(request.len() as u64);
         let ipv6 = peer.is_ipv6();
         let first_byte = request.first().copied().unwrap_or(0);
+        let parsed = match parse_client_request(request, peer.port() == NTP_PORT) {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                stats.count(ipv6, first_byte, Outcome::from_drop(reason));
+                return None;
+            }
+        };
         let rx_ns = match rx_unix_ns {
             Some(ns) => ns,
             None => {
@@ -161,34 +176,27 @@ impl Responder {
         };
         let access = decide_access(&self.access, &mut self.leak, stats, peer.ip(), rx_ns);
         let received = self.snapshot.correction.served_timestamp(rx_ns);
-        match respond(request, received, &self.snapshot.system, access, out) {
-            ReplyAction::Reply { len } => {
-                stats.count(ipv6, first_byte, Outcome::Answered);
-                stats.bytes_out.add(len as u64);
-                Some(Reply {
-                    len,
-                    pending_rx_ns: Some(rx_ns),
-                })
-            }
-            ReplyAction::Kod { len } => {
-                stats.count(ipv6, first_byte, Outcome::Kod);
-                stats.bytes_out.add(len as u64);
-                Some(Reply {
-                    len,
-                    pending_rx_ns: None,
-                })
-            }
+        let (len, kind) = match respond(&parsed, received, &self.snapshot.system, access, out) {
+            ReplyAction::Reply { len } => (len, ReplyKind::Answer),
+            ReplyAction::Kod { len } => (len, ReplyKind::Kod),
             ReplyAction::Drop(reason) => {
                 stats.count(ipv6, first_byte, Outcome::from_drop(reason));
-                None
+                return None;
             }
-        }
+        };
+        let outcome = match kind {
+            ReplyKind::Answer => Outcome::Answered,
+            ReplyKind::Kod => Outcome::Kod,
+        };
+        stats.count(ipv6, first_byte, outcome);
+        stats.bytes_out.add(len as u64);
+        Some(Reply { len, rx_ns, kind })
     }
 
-    /// Writes the transmit timestamp of an answer built by
-    /// [`Responder::handle`] from the request received at `rx_ns`: `tx_ns` is
-    /// when the reply leaves, on the system clock, served through the same
-    /// clock correction as its receive timestamp.
+    /// Writes the transmit timestamp of a reply built by [`Responder::handle`]
+    /// from the request received at `rx_ns`: `tx_ns` is when the reply
+    /// leaves, on the system clock, served through the same clock correction
+    /// as its receive timestamp.
     #[inline]
     pub fn stamp_transmit(&self, reply: &mut [u8], rx_ns: i64, tx_ns: i64) {
         set_transmit(reply, self.snapshot.correction.served_timestamp(tx_ns));
@@ -198,14 +206,24 @@ impl Responder {
     }
 }
 
-/// A reply built by [`Responder::handle`].
+/// What kind of reply [`Responder::handle`] built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// Time for the client.
+    Answer,
+    /// A RATE Kiss-o'-Death: the client is over its rate.
+    Kod,
+}
+
+/// A reply built by [`Responder::handle`]; its transmit timestamp is still
+/// to be written, at its departure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reply {
     /// Its length in the output buffer.
     pub len: usize,
-    /// For an answer, the request's receive time: its transmit timestamp is
-    /// still to be written. `None` for a Kiss-o'-Death, complete as built.
-    pub pending_rx_ns: Option<i64>,
+    /// When its request was received (system clock, Unix ns).
+    pub rx_ns: i64,
+    pub kind: ReplyKind,
 }
 
 /// restrict first, then, for `limited` sources, the rate limiter: over the
@@ -240,5 +258,86 @@ fn decide_access(
         }
         Verdict::Limited { send_kod: true } => Access::Kod(params.interval),
         Verdict::Limited { send_kod: false } => Access::Limit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::state::shared_state;
+
+    /// A responder under `restrict default kod limited` with the given limits.
+    fn limited(ratelimit: &str) -> Responder {
+        let config = Config::parse(
+            &format!("restrict default kod limited\nratelimit {ratelimit}\n"),
+            "test.conf",
+        )
+        .unwrap();
+        let access = AccessControl {
+            restrict: Arc::new(RestrictTable::new(&config.restrict)),
+            limiter: Arc::new(RateLimiter::new(config.ratelimit)),
+        };
+        let (_publisher, reader) = shared_state(ServerState::unsynchronized(-20));
+        Responder::new(
+            reader,
+            SharedAccess::new(access),
+            Arc::new(WorkerStats::default()),
+        )
+    }
+
+    fn client_request() -> [u8; 48] {
+        let mut r = [0u8; 48];
+        r[0] = 0x23;
+        r
+    }
+
+    #[test]
+    fn garbage_is_not_charged_to_the_address_it_claims() {
+        let mut responder = limited("interval 3 burst 1 leak 8");
+        let victim: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let mut out = [0u8; 64];
+        let mode7 = [0x17u8, 0x00, 0x03, 0x2a, 0, 0, 0, 0];
+        let mut mode6 = [0u8; 48];
+        mode6[0] = 0x26;
+        let t = 1_000_000_000_000i64;
+        for i in 0..200 {
+            let junk: &[u8] = match i % 3 {
+                0 => &mode7,
+                1 => &mode6,
+                _ => &[0x23],
+            };
+            assert!(responder.handle(junk, victim, Some(t), &mut out).is_none());
+        }
+        // The victim's one-request burst is still there.
+        let reply = responder.handle(&client_request(), victim, Some(t), &mut out);
+        assert_eq!(reply.map(|r| r.kind), Some(ReplyKind::Answer));
+        let stats = responder.stats();
+        assert_eq!(stats.outcome_total(Outcome::RateLimited), 0);
+        assert_eq!(stats.outcome_total(Outcome::Kod), 0);
+        assert_eq!(stats.rate_limit_leaked.get(), 0);
+        assert_eq!(stats.outcome_total(Outcome::UnsupportedMode), 67);
+        // mode 7 requests (8 bytes) are shorter than an NTP header.
+        assert_eq!(stats.outcome_total(Outcome::TooShort), 133);
+    }
+
+    #[test]
+    fn a_kod_carries_receive_and_transmit_timestamps() {
+        let mut responder = limited("interval 3 burst 1 leak 8");
+        let client: SocketAddr = "192.0.2.8:40000".parse().unwrap();
+        let mut out = [0u8; 64];
+        let t = 1_000_000_000_000i64;
+        assert!(responder
+            .handle(&client_request(), client, Some(t), &mut out)
+            .is_some());
+        let reply = responder
+            .handle(&client_request(), client, Some(t + 1000), &mut out)
+            .expect("a KoD");
+        assert_eq!(reply.kind, ReplyKind::Kod);
+        responder.stamp_transmit(&mut out[..reply.len], reply.rx_ns, t + 5000);
+        let h = crate::proto::Header::parse(&out).unwrap();
+        assert_eq!(&h.reference_id, b"RATE");
+        assert!(!h.receive_ts.is_zero() && !h.transmit_ts.is_zero());
+        assert!(h.transmit_ts > h.receive_ts);
     }
 }

@@ -426,7 +426,7 @@ impl<'a> Worker<'a> {
             .user_data(user_data(KIND_SEND, slot_index as usize));
         self.make_room(responder)?;
         self.push(entry)?;
-        self.unsubmitted.push((slot_index, reply.pending_rx_ns));
+        self.unsubmitted.push((slot_index, Some(reply.rx_ns)));
         Ok(())
     }
 }
