@@ -8,12 +8,29 @@
 //! one address spread over many source ports (and so over many SO_REUSEPORT
 //! workers) still gets one quota.
 //!
-//! Races are benign by design: an insert racing another insert for the same
-//! bucket may lose an entry (it starts again with a full bucket), never corrupt one.
+//! An entry is published by writing its state first and then claiming its
+//! way's tag with a compare-and-swap (release ordering); workers find it by
+//! reading the tags once (acquire ordering) and use that one view both to
+//! find the client and to choose where to insert it. So a worker that sees a
+//! tag also sees the state written with it, never the evicted entry's, and
+//! two workers never both insert into one way. (With relaxed ordering and a
+//! plain tag store, a weakly ordered machine let racing workers each grant a
+//! burst.) The `loom` model test below checks the bound: a client gets its
+//! burst plus at most one token per worker racing to insert it.
+//!
+//! Races left by design: a losing insert's fresh state may overwrite the
+//! winner's (one token), and an insert may evict an entry another worker is
+//! updating (that client starts again with a full bucket); neither corrupts
+//! an entry.
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+#[cfg(tachyon_loom)]
+use loom::sync::atomic::AtomicU64;
+#[cfg(not(tachyon_loom))]
+use std::sync::atomic::AtomicU64;
 
 pub use crate::config::RateLimitParams;
 
@@ -28,6 +45,19 @@ pub enum Verdict {
 }
 
 const WAYS: usize = 4;
+/// Tries at inserting a new client before treating it as inserted.
+const INSERT_ATTEMPTS: usize = 4;
+
+/// The request's time in the units of [`State`].
+#[derive(Clone, Copy)]
+struct Now {
+    /// 1/256 s, wrapping.
+    ticks: u32,
+    /// Seconds, wrapping.
+    seconds: u16,
+}
+/// The smallest table (entries); the loom model checks a tiny one.
+const MIN_ENTRIES: usize = if cfg!(tachyon_loom) { WAYS } else { 1024 };
 /// Time unit of the state: 1/256 s.
 const TICKS_PER_SECOND: u64 = 256;
 /// Token unit of the state: 1/256 token.
@@ -78,7 +108,7 @@ fn mix(mut x: u64) -> u64 {
 
 impl RateLimiter {
     pub fn new(params: RateLimitParams) -> Self {
-        let entries = params.table_entries.max(1024).next_power_of_two();
+        let entries = params.table_entries.max(MIN_ENTRIES).next_power_of_two();
         let buckets = entries / WAYS;
         let table = (0..buckets)
             .map(|_| Bucket {
@@ -141,39 +171,68 @@ impl RateLimiter {
         let tag = self.tag(ip);
         let bucket = &self.buckets[((tag >> 17) & self.mask) as usize];
         let now_ticks = ((now_ns.max(0) as u128 * TICKS_PER_SECOND as u128) / 1_000_000_000) as u64;
-        let now_ticks32 = now_ticks as u32;
-        let now_seconds16 = (now_ticks / TICKS_PER_SECOND) as u16;
-
-        let slot = match bucket
-            .entries
-            .iter()
-            .find(|(t, _)| t.load(Ordering::Relaxed) == tag)
-        {
-            Some(slot) => slot,
-            None => {
-                // Take an empty way, else evict the least recently updated one.
-                let victim = bucket
-                    .entries
-                    .iter()
-                    .max_by_key(|(t, s)| {
-                        if t.load(Ordering::Relaxed) == 0 {
-                            u32::MAX
-                        } else {
-                            now_ticks32.wrapping_sub(State::unpack(s.load(Ordering::Relaxed)).ticks)
-                        }
-                    })
-                    .expect("WAYS > 0");
-                let fresh = State {
-                    ticks: now_ticks32,
-                    units: (self.params.burst as u64 * UNITS_PER_TOKEN - UNITS_PER_TOKEN) as u16,
-                    kod_seconds: now_seconds16.wrapping_sub(u16::MAX / 2),
-                };
-                victim.1.store(fresh.pack(), Ordering::Relaxed);
-                victim.0.store(tag, Ordering::Relaxed);
+        let now = Now {
+            ticks: now_ticks as u32,
+            seconds: (now_ticks / TICKS_PER_SECOND) as u16,
+        };
+        for _ in 0..INSERT_ATTEMPTS {
+            // One look at the bucket serves both to find the client and to
+            // choose where to insert it, so the choice never rests on a
+            // second, newer view that already shows the client elsewhere.
+            // Acquire: pairs with the release that published a tag, so the
+            // state read after it is the one stored with it (or newer).
+            let seen: [u64; WAYS] =
+                std::array::from_fn(|i| bucket.entries[i].0.load(Ordering::Acquire));
+            if let Some(way) = seen.iter().position(|&t| t == tag) {
+                return self.update(&bucket.entries[way], now, want_kod);
+            }
+            if self.insert(bucket, &seen, tag, now) {
                 return Verdict::Allow;
             }
-        };
+            // Another worker changed the way we chose: look again (it may
+            // have inserted this very client).
+        }
+        // Other workers keep winning this bucket's ways: treat the request as
+        // a new client's, as if it had been inserted.
+        Verdict::Allow
+    }
 
+    /// Takes an empty way, else the least recently updated one, for `tag`,
+    /// with a fresh bucket (its first request allowed). `seen` is the tags
+    /// as read. False when another worker changed that way first.
+    fn insert(&self, bucket: &Bucket, seen: &[u64; WAYS], tag: u64, now: Now) -> bool {
+        let way = (0..WAYS)
+            .max_by_key(|&i| {
+                if seen[i] == 0 {
+                    u32::MAX
+                } else {
+                    let state = State::unpack(bucket.entries[i].1.load(Ordering::Relaxed));
+                    now.ticks.wrapping_sub(state.ticks)
+                }
+            })
+            .expect("WAYS > 0");
+        let victim = &bucket.entries[way];
+        let fresh = State {
+            ticks: now.ticks,
+            units: (self.params.burst as u64 * UNITS_PER_TOKEN - UNITS_PER_TOKEN) as u16,
+            kod_seconds: now.seconds.wrapping_sub(u16::MAX / 2),
+        };
+        // The state first, then the tag: whoever finds the tag finds this
+        // state. The tag is claimed with a compare-and-swap, so two workers
+        // never both believe they inserted into one way; the loser's state
+        // store can only overwrite another fresh state.
+        victim.1.store(fresh.pack(), Ordering::Relaxed);
+        victim
+            .0
+            .compare_exchange(seen[way], tag, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Takes one token from an existing entry, or says the client is over
+    /// its rate.
+    fn update(&self, slot: &(AtomicU64, AtomicU64), now: Now, want_kod: bool) -> Verdict {
+        let now_ticks32 = now.ticks;
+        let now_seconds16 = now.seconds;
         let max_units = self.params.burst as u64 * UNITS_PER_TOKEN;
         let interval_seconds = 2f64.powi(self.params.interval as i32);
         let mut current = slot.1.load(Ordering::Relaxed);
@@ -248,7 +307,47 @@ impl LeakRng {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, tachyon_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// Run with `RUSTFLAGS="--cfg tachyon_loom" cargo test --lib --release loom`.
+    ///
+    /// Two workers see the same client at the same instant, three requests
+    /// each, burst 2: whatever the interleaving and whatever stale values the
+    /// memory model lets each worker read, the client gets its burst plus at
+    /// most one token per racing worker (a losing insert's fresh state). Seen
+    /// failing with 5 allowed when the tag was published and read with
+    /// relaxed ordering, and with the plain tag store the table had before.
+    #[test]
+    fn racing_workers_share_one_quota() {
+        loom::model(|| {
+            let limiter = Arc::new(RateLimiter::new(RateLimitParams {
+                interval: 3,
+                burst: 2,
+                leak: 8,
+                table_entries: WAYS,
+                ipv6_prefix: 64,
+            }));
+            let client: IpAddr = "192.0.2.77".parse().unwrap();
+            let now = 77_000_000_000;
+            let requests = move |limiter: &RateLimiter| {
+                (0..3)
+                    .filter(|_| limiter.check(client, now, false) == Verdict::Allow)
+                    .count()
+            };
+            let other = {
+                let limiter = limiter.clone();
+                loom::thread::spawn(move || requests(&limiter))
+            };
+            let allowed = requests(&limiter) + other.join().unwrap();
+            assert!((2..=2 + 2).contains(&allowed), "{allowed} allowed");
+        });
+    }
+}
+
+#[cfg(all(test, not(tachyon_loom)))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
