@@ -290,3 +290,38 @@ fn honest_clients_are_served_through_hostile_traffic() {
     assert_eq!(answered, 300, "{log}");
     assert!(summary_count(&log, "malformed") > 0, "{log}");
 }
+
+/// A request sent to a broadcast address reaches a wildcard socket but is not
+/// answered (the reply could not leave from that address): counted apart.
+#[test]
+fn broadcast_requests_are_not_answered() {
+    for backend in BACKENDS {
+        let port = free_port();
+        let probe: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let daemon = Daemon::start(
+            &format!(
+                "listen 0.0.0.0:{port}\nworkers 1\nio {backend}\nclock software\nlocal stratum 2\n"
+            ),
+            probe,
+        );
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_broadcast(true).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let request = request(4, nonce());
+        socket
+            .send_to(&request, ("127.255.255.255", port))
+            .expect("send to lo's broadcast address");
+        let mut buf = [0u8; 128];
+        assert!(
+            socket.recv_from(&mut buf).is_err(),
+            "{backend}: a broadcast request was answered"
+        );
+        let log = daemon.stop();
+        assert_eq!(summary_count(&log, "not_unicast"), 1, "{backend}: {log}");
+        // The start-up probe only.
+        assert_eq!(summary_count(&log, "answered"), 1, "{backend}: {log}");
+        assert_eq!(summary_count(&log, "send_errors"), 0, "{backend}: {log}");
+    }
+}

@@ -92,6 +92,10 @@ pub struct RxMeta {
     pub timestamp_ns: Option<i64>,
     /// The address the datagram was sent to, and the interface it came in on.
     pub local: Option<(IpAddr, u32)>,
+    /// It was sent to a broadcast or multicast address, not to one of ours:
+    /// never answered (the reply could not leave from that address, and a
+    /// server must not answer a whole subnet's worth of spoofed requests).
+    pub not_unicast: bool,
     /// `SO_RXQ_OVFL`: how many datagrams the kernel had dropped on this socket,
     /// for a full receive queue, since it was opened (a wrapping count, sent
     /// only once it is non-zero).
@@ -117,29 +121,34 @@ pub fn parse_control(control: &[u8]) -> RxMeta {
                 let secs = read_i64(data);
                 let nanos = read_i64(&data[8..]);
                 if secs != 0 || nanos != 0 {
-                    meta.timestamp_ns = Some(secs.saturating_mul(1_000_000_000) + nanos);
+                    meta.timestamp_ns = timespec_ns(secs, nanos);
                 }
             }
             (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) if data.len() >= 16 => {
-                let secs = read_i64(data);
-                let nanos = read_i64(&data[8..]);
-                meta.timestamp_ns = Some(secs.saturating_mul(1_000_000_000) + nanos);
+                meta.timestamp_ns = timespec_ns(read_i64(data), read_i64(&data[8..]));
             }
             (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if data.len() >= 4 => {
                 meta.socket_drops = Some(read_i32(data) as u32);
             }
             // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst; in_addr ipi_addr; }
+            // For a datagram to one of our addresses the kernel sets
+            // ipi_spec_dst to the header's destination; for a broadcast or
+            // multicast one, to a local address of the interface instead.
             (libc::IPPROTO_IP, libc::IP_PKTINFO) if data.len() >= 12 => {
                 let ifindex = read_i32(data) as u32;
+                let spec_dst = Ipv4Addr::new(data[4], data[5], data[6], data[7]);
                 let dst = Ipv4Addr::new(data[8], data[9], data[10], data[11]);
                 meta.local = Some((IpAddr::V4(dst), ifindex));
+                meta.not_unicast = dst != spec_dst || dst.is_broadcast() || dst.is_multicast();
             }
             // struct in6_pktinfo { in6_addr ipi6_addr; unsigned ipi6_ifindex; }
             (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if data.len() >= 20 => {
                 let mut octets = [0u8; 16];
                 octets.copy_from_slice(&data[..16]);
                 let ifindex = read_i32(&data[16..]) as u32;
-                meta.local = Some((IpAddr::V6(Ipv6Addr::from(octets)), ifindex));
+                let dst = Ipv6Addr::from(octets);
+                meta.local = Some((IpAddr::V6(dst), ifindex));
+                meta.not_unicast = dst.is_multicast();
             }
             _ => {}
         }
@@ -149,6 +158,12 @@ pub fn parse_control(control: &[u8]) -> RxMeta {
         };
     }
     meta
+}
+
+/// A kernel `timespec` in Unix nanoseconds; `None` beyond what i64
+/// nanoseconds hold (year 2262), which no kernel stamp reaches.
+fn timespec_ns(secs: i64, nanos: i64) -> Option<i64> {
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 fn write_cmsg_header(out: &mut [u8], data_len: usize, level: i32, kind: i32) -> usize {
@@ -221,16 +236,57 @@ mod tests {
         assert_eq!(meta.local, Some(("::1".parse().unwrap(), 7)));
     }
 
-    #[test]
-    fn ipv4_pktinfo_reads_the_destination_address() {
+    fn ipv4_pktinfo(spec_dst: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
         let mut c = vec![0u8; 32];
         write_cmsg_header(&mut c, 12, libc::IPPROTO_IP, libc::IP_PKTINFO);
         c[16..20].copy_from_slice(&2i32.to_ne_bytes());
-        c[20..24].copy_from_slice(&[10, 0, 0, 9]); // spec_dst: routing's choice
-        c[24..28].copy_from_slice(&[127, 0, 0, 5]); // header destination
+        c[20..24].copy_from_slice(&spec_dst);
+        c[24..28].copy_from_slice(&dst);
+        c
+    }
+
+    #[test]
+    fn ipv4_pktinfo_reads_the_destination_address() {
+        let meta = parse_control(&ipv4_pktinfo([127, 0, 0, 5], [127, 0, 0, 5]));
+        assert_eq!(meta.local, Some(("127.0.0.5".parse().unwrap(), 2)));
+        assert!(!meta.not_unicast);
+    }
+
+    #[test]
+    fn broadcast_and_multicast_destinations_are_flagged() {
+        // As the kernel reports a datagram to lo's broadcast address.
+        for (spec_dst, dst) in [
+            ([127, 0, 0, 1], [127, 255, 255, 255]),
+            ([192, 0, 2, 2], [255, 255, 255, 255]),
+            ([192, 0, 2, 2], [224, 0, 1, 1]),
+        ] {
+            assert!(
+                parse_control(&ipv4_pktinfo(spec_dst, dst)).not_unicast,
+                "{dst:?}"
+            );
+        }
+        let mut pktinfo = [0u8; TX_CONTROL_SPACE];
+        let n = write_source_pktinfo("ff02::101".parse().unwrap(), 3, &mut pktinfo);
+        assert!(parse_control(&pktinfo[..n]).not_unicast);
+        let n = write_source_pktinfo("2001:db8::1".parse().unwrap(), 3, &mut pktinfo);
+        assert!(!parse_control(&pktinfo[..n]).not_unicast);
+    }
+
+    #[test]
+    fn timestamps_at_the_limits_do_not_overflow() {
+        // Found by the control_messages fuzz target with debug assertions.
+        for (secs, nanos) in [
+            (i64::MAX / 1_000_000_000, 999_999_999),
+            (i64::MAX, 1),
+            (i64::MIN, -1),
+            (-1, i64::MIN),
+        ] {
+            let meta = parse_control(&timestamping(secs, nanos));
+            assert_eq!(meta.timestamp_ns, timespec_ns(secs, nanos));
+        }
         assert_eq!(
-            parse_control(&c).local,
-            Some(("127.0.0.5".parse().unwrap(), 2))
+            parse_control(&timestamping(1_700_000_000, 5)).timestamp_ns,
+            Some(1_700_000_000_000_000_005)
         );
     }
 

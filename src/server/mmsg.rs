@@ -180,8 +180,16 @@ fn serve_batch(
             responder.stats().recv_errors.bump();
             continue;
         };
+        let first_byte = b.rx_data[i][..len.min(RX_BUFFER)]
+            .first()
+            .copied()
+            .unwrap_or(0);
         if flags & libc::MSG_TRUNC != 0 {
-            responder.count_unhandled(peer, b.rx_data[i][0], Outcome::Truncated);
+            responder.count_unhandled(peer, first_byte, Outcome::Truncated);
+            continue;
+        }
+        if meta.not_unicast {
+            responder.count_unhandled(peer, first_byte, Outcome::NotUnicast);
             continue;
         }
         let out = &mut b.tx_data[replies];

@@ -46,11 +46,13 @@ pub enum Outcome {
     Truncated,
     /// No reply slot free: the worker was overloaded.
     Overload,
+    /// Sent to a broadcast or multicast address: not answered.
+    NotUnicast,
     /// A caller bug (reply buffer too small); should stay 0.
     Internal,
 }
 
-pub const OUTCOMES: [Outcome; 11] = [
+pub const OUTCOMES: [Outcome; 12] = [
     Outcome::Answered,
     Outcome::Kod,
     Outcome::RateLimited,
@@ -61,6 +63,7 @@ pub const OUTCOMES: [Outcome; 11] = [
     Outcome::BadExtension,
     Outcome::Truncated,
     Outcome::Overload,
+    Outcome::NotUnicast,
     Outcome::Internal,
 ];
 
@@ -78,6 +81,7 @@ impl Outcome {
             Outcome::BadExtension => "malformed",
             Outcome::Truncated => "oversized",
             Outcome::Overload => "overload",
+            Outcome::NotUnicast => "not_unicast",
             Outcome::Internal => "internal_error",
         }
     }

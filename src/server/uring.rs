@@ -388,6 +388,10 @@ impl<'a> Worker<'a> {
             responder.count_unhandled(peer, first_byte, Outcome::Truncated);
             return Ok(());
         }
+        if meta.not_unicast {
+            responder.count_unhandled(peer, first_byte, Outcome::NotUnicast);
+            return Ok(());
+        }
         let Some(slot_index) = self.free_slots.pop() else {
             // Every reply slot is in flight: an overload drop, counted.
             responder.count_unhandled(peer, first_byte, Outcome::Overload);
