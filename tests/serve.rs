@@ -183,3 +183,40 @@ fn sighup_reloads_restrict_rules_and_names_what_needs_a_restart() {
     );
     assert!(log.contains("keeping the running configuration"), "{log}");
 }
+
+/// A second tachyond on an address the first one serves refuses to start
+/// (SO_REUSEPORT would otherwise let it take part of the traffic), and the
+/// first one keeps every client.
+#[test]
+fn a_second_instance_on_the_same_address_refuses_to_start() {
+    let port = free_port();
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = format!("listen {server}\nworkers 2\nclock software\nlocal stratum 2\n");
+    let first = Daemon::start(&config, server);
+    let dir = scratch_dir("second");
+    std::fs::write(dir.join("ntp.conf"), &config).unwrap();
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_tachyond"))
+        .arg("--config")
+        .arg(dir.join("ntp.conf"))
+        .arg("--control-socket")
+        .arg(dir.join("control.sock"))
+        .output()
+        .expect("run a second tachyond");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "the second instance started:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("another process already serves {server}")),
+        "{stderr}"
+    );
+    let mut stratum_2 = 0;
+    for _ in 0..200 {
+        if let Some(a) = query(server, 4, Duration::from_secs(1)) {
+            stratum_2 += usize::from(a.header.stratum == 2);
+        }
+    }
+    assert_eq!(stratum_2, 200);
+    drop(first);
+}

@@ -67,13 +67,40 @@ pub fn open_listen_socket(addr: SocketAddr, rcvbuf: usize) -> io::Result<ListenS
     })
 }
 
+/// Fails when another process already serves `addr`. Our sockets use
+/// SO_REUSEPORT, so a second tachyond (or anything else with the option)
+/// would silently join their group and take part of the traffic; a plain
+/// bind of the same address succeeds only when nobody holds it (a wildcard
+/// holder blocks a specific address and the other way round).
+fn ensure_not_served(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    match probe.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "another process already serves {addr} (another tachyond, or another NTP \
+                 daemon: `ss -ulpn 'sport = :{}'` names it)",
+                addr.port()
+            ),
+        )),
+        other => other,
+    }
+}
+
 /// Opens `count` sockets sharing `addr` (one per worker). With port 0 the first
-/// socket picks the port and the others join it.
+/// socket picks the port and the others join it. Refuses an address another
+/// process already serves.
 pub fn open_listen_group(
     addr: SocketAddr,
     count: usize,
     rcvbuf: usize,
 ) -> io::Result<Vec<ListenSocket>> {
+    if addr.port() != 0 {
+        ensure_not_served(addr)?;
+    }
     let first = open_listen_socket(addr, rcvbuf)?;
     let bound = first.local;
     let mut group = vec![first];
@@ -104,5 +131,25 @@ mod tests {
         );
         let smaller = open_listen_socket("127.0.0.1:0".parse().unwrap(), 32 << 10).unwrap();
         assert_eq!(smaller.rcvbuf, 64 << 10);
+    }
+
+    #[test]
+    fn an_address_served_by_another_group_is_refused() {
+        let first = open_listen_group("127.0.0.1:0".parse().unwrap(), 2, 64 << 10).unwrap();
+        let taken = first[0].local;
+        let second = open_listen_group(taken, 2, 64 << 10).unwrap_err();
+        assert_eq!(second.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            second
+                .to_string()
+                .contains("another process already serves"),
+            "{second}"
+        );
+        // A wildcard holder blocks a specific address of the same port.
+        let wildcard = open_listen_group("0.0.0.0:0".parse().unwrap(), 1, 64 << 10).unwrap();
+        let specific: SocketAddr = format!("127.0.0.1:{}", wildcard[0].local.port())
+            .parse()
+            .unwrap();
+        assert!(open_listen_group(specific, 1, 64 << 10).is_err());
     }
 }

@@ -8,6 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Least time between two writes, seconds.
@@ -81,11 +82,7 @@ pub fn write(path: &Path, ppm: f64) -> Result<(), DriftError> {
     temp_name.push(format!(".tmp.{}", std::process::id()));
     let temp = dir.join(temp_name);
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
+        let mut f = create_exclusive(&temp)?;
         writeln!(f, "{ppm:.3}")?;
         f.sync_all()?;
         drop(f);
@@ -97,6 +94,29 @@ pub fn write(path: &Path, ppm: f64) -> Result<(), DriftError> {
         let _ = fs::remove_file(&temp);
     }
     result.map_err(io_err)
+}
+
+/// Creates `temp` for writing, never through a symlink and never into an
+/// existing file: the name is predictable, and the directory may be shared
+/// with someone who plants a link there for a root tachyond to follow. A
+/// leftover (a crash between create and rename, or a planted link) is
+/// removed once — unlinking removes the link itself, not its target.
+fn create_exclusive(temp: &Path) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o644)
+            .open(temp)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(temp)?;
+            open()
+        }
+        other => other,
+    }
 }
 
 /// Whether it is time to write again: never written, or an hour since the
@@ -172,6 +192,25 @@ mod tests {
         // Writing into a missing directory fails cleanly.
         let missing = dir.0.join("no/such/dir/drift");
         assert!(matches!(write(&missing, 1.0), Err(DriftError::Io { .. })));
+    }
+
+    #[test]
+    fn a_planted_symlink_is_not_followed() {
+        let dir = TempDir::new("link");
+        let path = dir.0.join("ntp.drift");
+        let victim = dir.0.join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        // The temporary name is predictable: plant a link there.
+        let temp = dir.0.join(format!(".ntp.drift.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &temp).unwrap();
+        write(&path, 3.25).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(read(&path).unwrap(), Some(3.25));
+        assert!(fs::symlink_metadata(&temp).is_err(), "the link is gone");
+        // A stale regular file left by a crash is replaced too.
+        fs::write(&temp, "stale").unwrap();
+        write(&path, 4.5).unwrap();
+        assert_eq!(read(&path).unwrap(), Some(4.5));
     }
 
     #[test]
