@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket}
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -89,6 +90,8 @@ struct Name {
     next_resolve: f64,
     /// A failed look-up was logged; later failures are not, until one succeeds.
     failure_logged: bool,
+    /// A look-up is under way.
+    resolving: bool,
 }
 
 pub struct SyncHandle {
@@ -137,7 +140,45 @@ pub fn spawn(
     })
 }
 
-fn resolve(name: &mut Name, port: u16) -> Vec<IpAddr> {
+/// Name look-ups off the sync thread: each on a short-lived thread of its
+/// own, the answers collected by the sync loop. A resolver that never
+/// answers holds one thread per name, never the polling of the others.
+struct Resolver {
+    sender: Sender<(usize, std::io::Result<Vec<SocketAddr>>)>,
+    answers: Receiver<(usize, std::io::Result<Vec<SocketAddr>>)>,
+}
+
+impl Resolver {
+    fn new() -> Self {
+        let (sender, answers) = channel();
+        Resolver { sender, answers }
+    }
+
+    /// Starts looking up `host`; the answer comes back tagged with `index`.
+    fn start(&self, index: usize, host: &str, port: u16) -> std::io::Result<()> {
+        let sender = self.sender.clone();
+        let host = host.to_string();
+        std::thread::Builder::new()
+            .name("tachyon-resolve".into())
+            .spawn(move || {
+                let answer = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|addrs| addrs.collect());
+                // The sync thread may be gone (stopping): nobody to tell.
+                let _ = sender.send((index, answer));
+            })
+            .map(|_| ())
+    }
+
+    /// Look-ups finished since the last call.
+    fn finished(&self) -> Vec<(usize, std::io::Result<Vec<SocketAddr>>)> {
+        self.answers.try_iter().collect()
+    }
+}
+
+/// The addresses to poll from a finished look-up of `name` (one for a
+/// server, up to [`POOL_MEMBERS`] for a pool), logging failures once.
+fn addresses(name: &mut Name, answer: std::io::Result<Vec<SocketAddr>>) -> Vec<IpAddr> {
     let host = name.config.host.as_str();
     let kind = name.config.kind;
     let wanted = if kind == SourceKind::Pool {
@@ -145,7 +186,7 @@ fn resolve(name: &mut Name, port: u16) -> Vec<IpAddr> {
     } else {
         1
     };
-    match (host, port).to_socket_addrs() {
+    match answer {
         Ok(addrs) => {
             let mut out: Vec<IpAddr> = Vec::new();
             for a in addrs {
@@ -217,6 +258,22 @@ fn receive(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, Option<i64>)> {
     Some((msg.bytes, stamp))
 }
 
+/// Starts polling the addresses `name` resolved to that it does not poll yet.
+fn add_sources(name: &mut Name, ips: Vec<IpAddr>, engine: &mut Engine, now: f64) {
+    for ip in ips {
+        if name.sources.iter().any(|(a, _)| *a == ip) {
+            continue;
+        }
+        let id = engine.add_source(ip, SourceOptions::from(&name.config), now);
+        log::info!(
+            "{} {}: polling {ip}",
+            name.config.kind.as_str(),
+            name.config.host
+        );
+        name.sources.push((ip, id));
+    }
+}
+
 fn run(
     options: SyncOptions,
     mut clock: SyncClock,
@@ -268,8 +325,10 @@ fn run(
             sources: Vec::new(),
             next_resolve: 0.0,
             failure_logged: false,
+            resolving: false,
         })
         .collect();
+    let resolver = Resolver::new();
     let mut in_flight: HashMap<SourceId, InFlight> = HashMap::new();
     let mut last_marks: HashMap<SourceId, char> = HashMap::new();
     let mut was_synchronized = false;
@@ -278,7 +337,7 @@ fn run(
 
     while !stop.load(Ordering::Relaxed) {
         let now = monotonic(start);
-        for name in &mut names {
+        for (index, name) in names.iter_mut().enumerate() {
             if name.config.kind == SourceKind::Pool && now >= name.next_resolve {
                 // A pool member that stopped answering or refused us is dropped,
                 // so that the look-up below can bring in a fresh one.
@@ -298,21 +357,26 @@ fn run(
             let unresolved = name.sources.is_empty();
             let pool_short =
                 name.config.kind == SourceKind::Pool && name.sources.len() < POOL_MEMBERS;
-            if (unresolved || pool_short) && now >= name.next_resolve {
+            if (unresolved || pool_short) && now >= name.next_resolve && !name.resolving {
                 name.next_resolve = now + RESOLVE_RETRY;
-                for ip in resolve(name, options.port) {
-                    if name.sources.iter().any(|(a, _)| *a == ip) {
-                        continue;
-                    }
-                    let id = engine.add_source(ip, SourceOptions::from(&name.config), now);
-                    log::info!(
-                        "{} {}: polling {ip}",
-                        name.config.kind.as_str(),
-                        name.config.host
-                    );
-                    name.sources.push((ip, id));
+                // A literal address needs no look-up; a name is looked up off
+                // this thread, so a silent resolver delays nothing else.
+                match name.config.host.parse::<IpAddr>() {
+                    Ok(ip) => add_sources(name, vec![ip], &mut engine, now),
+                    Err(_) => match resolver.start(index, &name.config.host, options.port) {
+                        Ok(()) => name.resolving = true,
+                        Err(e) => log::warn!("{}: cannot start a look-up: {e}", name.config.host),
+                    },
                 }
             }
+        }
+        for (index, answer) in resolver.finished() {
+            let Some(name) = names.get_mut(index) else {
+                continue;
+            };
+            name.resolving = false;
+            let ips = addresses(name, answer);
+            add_sources(name, ips, &mut engine, monotonic(start));
         }
 
         for request in engine.poll(now, &mut nonce) {

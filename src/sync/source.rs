@@ -486,15 +486,17 @@ impl Source {
         self.last_kiss = Some(code);
         match code {
             KissCode::Rate => {
-                // At least double the interval, and at least what the server asks.
+                // At least double the interval, and at least what the server
+                // asks, but never beyond the configured maxpoll: one hostile
+                // or broken server must not stretch our polling to a day and
+                // leave us unsynchronized.
                 let mut poll = self.poll.saturating_add(1);
                 if (POLL_MIN_LIMIT..=POLL_MAX_LIMIT).contains(&server_poll) {
                     poll = poll.max(server_poll);
                 }
-                let poll = poll.min(POLL_MAX_LIMIT);
+                let poll = poll.min(self.max_poll);
                 self.poll = poll;
                 self.min_poll = self.min_poll.max(poll);
-                self.max_poll = self.max_poll.max(poll);
                 self.burst_left = 0;
                 self.in_burst = false;
                 self.poll_counter = 0;
@@ -790,6 +792,26 @@ mod tests {
         h.poll = 0;
         let _ = s.handle_reply(&h.to_bytes(), ts(0.0), ts(0.002), 0.01);
         assert_eq!(s.poll(), 7);
+    }
+
+    #[test]
+    fn a_rate_kiss_never_takes_the_poll_beyond_maxpoll() {
+        let mut s = source(SourceOptions {
+            maxpoll: 10,
+            ..SourceOptions::default()
+        });
+        let req = s.make_request(0.0, NtpTimestamp(5));
+        let mut h = Header::parse(&test_reply(&req, 1, ts(0.001), ts(0.001))).unwrap();
+        h.stratum = 0;
+        h.reference_id = *b"RATE";
+        h.poll = 17; // 36 hours
+        let _ = s.handle_reply(&h.to_bytes(), ts(0.0), ts(0.002), 0.01);
+        assert_eq!(s.poll(), 10);
+        assert_eq!(s.next_poll_at(), 1024.0);
+        for _ in 0..10 {
+            s.adapt_poll(PollAdvice::Raise);
+        }
+        assert_eq!(s.poll(), 10);
     }
 
     #[test]

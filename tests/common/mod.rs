@@ -285,3 +285,70 @@ pub fn scrape_metrics(addr: SocketAddr) -> (String, String) {
         .to_string();
     (content_type, body.to_string())
 }
+
+/// A network namespace of the test's own (only its loopback up), deleted on
+/// drop together with its `/etc/netns/NAME` directory, which `ip netns exec`
+/// mounts over `/etc` inside it (a resolv.conf of the test's own).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("tachy-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let netns = Netns { name };
+        netns.ip(&["netns", "add", &netns.name]);
+        netns.ip(&["-n", &netns.name, "link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// Runs `ip ARGS`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Writes a file under `/etc/netns/NAME/`, seen at `/etc/FILE` inside.
+    pub fn etc_file(&self, file: &str, contents: &str) {
+        let dir = PathBuf::from("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), contents).unwrap();
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
+    }
+}
+
+/// Whether namespaces can be made here (root with iproute2); fails loudly
+/// otherwise unless TACHYON_SKIP_EXTERNAL=1.
+pub fn may_make_netns() -> bool {
+    if !have_tool("ip", "iproute2") {
+        return false;
+    }
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("TACHYON_SKIP_EXTERNAL").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: network namespaces need root (TACHYON_SKIP_EXTERNAL=1)");
+        return false;
+    }
+    panic!("this test makes network namespaces: run it as root, as CI does");
+}
