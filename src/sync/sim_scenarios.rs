@@ -260,18 +260,23 @@ fn all_sources_die_holdover_then_unsynchronized() {
 #[test]
 fn rate_kiss_backs_the_poll_off() {
     // From 1 h on, two servers rate-limit: one wants 1500 s between requests
-    // (more than maxpoll) and says nothing more, the other wants 4000 s and
-    // says poll 12.
+    // (more than the default maxpoll) and says nothing more, the other wants
+    // 4000 s and says poll 12. Both are configured with `maxpoll 12`, so
+    // backing off that far is allowed.
+    let maxpoll_12 = |mut spec: ServerSpec| {
+        spec.options.maxpoll = 12;
+        spec
+    };
     for (sim, r) in run_seeds(71..74, |seed| {
         let mut s = Scenario::baseline("RATE kisses from 2 of 4 at 1 h", seed);
-        s.servers[1] = ServerSpec::honest(2).kissing(
+        s.servers[1] = maxpoll_12(ServerSpec::honest(2)).kissing(
             3600.0,
             Kiss::Rate {
                 min_interval: 1500.0,
                 poll: 0,
             },
         );
-        s.servers[2] = ServerSpec::honest(3).kissing(
+        s.servers[2] = maxpoll_12(ServerSpec::honest(3)).kissing(
             3600.0,
             Kiss::Rate {
                 min_interval: 4000.0,
@@ -313,6 +318,34 @@ fn rate_kiss_backs_the_poll_off() {
                 "source {i}: {mark}"
             );
         }
+        assert_bars(&r, BASELINE_BARS);
+    }
+}
+
+#[test]
+fn a_rate_kiss_never_stretches_the_poll_beyond_maxpoll() {
+    // A hostile pool member kisses every request from 1 h on and asks for
+    // poll 17 (36 h). With the default maxpoll (10) its requests stay at most
+    // 1024 s apart, and the other three keep the clock in sync.
+    for (sim, r) in run_seeds(81..83, |seed| {
+        let mut s = Scenario::baseline("RATE poll 17 from 1 of 4 at 1 h", seed);
+        s.servers[1] = ServerSpec::honest(2).kissing(
+            3600.0,
+            Kiss::Rate {
+                min_interval: f64::INFINITY,
+                poll: 17,
+            },
+        );
+        s.duration = 6.0 * 3600.0;
+        s
+    }) {
+        let times = &sim.requests[1];
+        let after: Vec<f64> = times.iter().copied().filter(|&t| t >= 3600.0).collect();
+        assert!(after.len() >= 10, "{} requests after the kisses", after.len());
+        let longest = after.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+        eprintln!("  longest interval after the kisses: {longest:.0} s");
+        assert!(longest <= 1024.0 * 1.01, "poll beyond maxpoll: {longest} s");
+        assert!(sim.engine.is_synchronized());
         assert_bars(&r, BASELINE_BARS);
     }
 }
