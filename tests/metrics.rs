@@ -160,3 +160,101 @@ fn counters_and_histograms_track_answers_exactly() {
     }
     drop(daemon);
 }
+
+/// The endpoint as an attacker meets it: a huge header line, thousands of
+/// slow connections, hundreds of idle ones. Memory and threads stay bounded,
+/// the endpoint answers right after each attack, and NTP is served throughout.
+#[test]
+fn the_endpoint_survives_hostile_clients() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let port = free_port();
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let daemon = Daemon::start(
+        &format!(
+            "listen {server}\nworkers 1\nclock software\nlocal stratum 2\nmetrics {metrics}\n"
+        ),
+        server,
+    );
+    scrape_metrics(metrics);
+    let (rss_before, threads_before) = daemon.rss_kb_and_threads();
+    let check = |what: &str| {
+        let (rss, threads) = daemon.rss_kb_and_threads();
+        assert!(
+            rss <= rss_before + 20 * 1024,
+            "{what}: RSS {rss} kB, was {rss_before} kB"
+        );
+        assert!(
+            threads <= threads_before,
+            "{what}: {threads} threads, was {threads_before}"
+        );
+        assert!(
+            query(server, 4, Duration::from_secs(1)).is_some(),
+            "{what}: NTP not served"
+        );
+    };
+
+    // 1. One 64 MiB header line: the server stops reading after 8 KiB.
+    let mut stream = TcpStream::connect(metrics).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        .unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    let mut sent = 0usize;
+    for _ in 0..64 {
+        if stream.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let head = String::from_utf8_lossy(&answer);
+    assert!(
+        head.is_empty() || head.starts_with("HTTP/1.1 431"),
+        "huge header answered: {head:.80}"
+    );
+    assert!(sent < 64 << 20, "the server read all 64 MiB of one header");
+    check("huge header");
+    scrape_metrics(metrics);
+
+    // 2. 2,000 slow connections, each with a byte of a request.
+    raise_fd_limit(4096);
+    let mut slow = Vec::new();
+    for _ in 0..2000 {
+        if let Ok(mut s) = TcpStream::connect(metrics) {
+            let _ = s.write_all(b"G");
+            slow.push(s);
+        }
+    }
+    check("2,000 slow connections");
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(200));
+    scrape_metrics(metrics);
+
+    // 3. 600 idle connections held open, then a scrape while they are held:
+    // over the cap they are closed at once, under it they time out.
+    let idle: Vec<TcpStream> = (0..600)
+        .filter_map(|_| TcpStream::connect(metrics).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(4));
+    check("600 idle connections");
+    scrape_metrics(metrics);
+    drop(idle);
+    scrape_metrics(metrics);
+    drop(daemon);
+}
+
+/// Lets this test process hold `n` descriptors (its hard limit permitting).
+fn raise_fd_limit(n: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, n.min(hard), hard).unwrap();
+}

@@ -1,63 +1,77 @@
-//! The metrics endpoint: `GET /metrics` over HTTP, served by tiny_http on its own
-//! thread, far from the workers.
+//! The metrics endpoint: `GET /metrics` over HTTP/1.1, served by hyper on a
+//! single-threaded tokio runtime on a thread of its own, far from the workers.
+//!
+//! Anyone who can reach the port can misbehave, so every resource a client
+//! can hold is bounded: headers (8 KiB, else 431), the time to send them and
+//! the time of a whole exchange (one request per connection), and the number
+//! of connections served at once (more are closed at once). A connection
+//! costs a task, never a thread, and the accept loop outlives its errors
+//! (out of descriptors, for one): it waits a moment and accepts again.
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{oneshot, Semaphore};
 
 use super::exposition::{render, MetricsSource};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The most a request's head (request line and headers) may take; hyper's
+/// smallest read buffer.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Time to send the request head.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(3);
+/// Time for a whole exchange, from accept to the last byte of the answer.
+pub const EXCHANGE_DEADLINE: Duration = Duration::from_secs(10);
+/// Connections served at once; a scraper needs one.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Pause after a failed accept (EMFILE and the like), so that the loop
+/// neither spins nor gives up.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Accept failures are logged at most this often.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct MetricsServer {
     local: SocketAddr,
-    stop: Arc<AtomicBool>,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MetricsServer {
     pub fn start(addr: SocketAddr, source: MetricsSource) -> io::Result<MetricsServer> {
-        let server = tiny_http::Server::http(addr)
-            .map_err(|e| io::Error::other(format!("metrics endpoint {addr}: {e}")))?;
-        let local = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| io::Error::other("metrics endpoint has no IP address"))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = stop.clone();
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("metrics endpoint {addr}: {e}")))?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let (stop, stopped) = oneshot::channel();
+        let source = Arc::new(source);
         let thread = std::thread::Builder::new()
             .name("tachyon-metrics".into())
             .spawn(move || {
-                while !stop_flag.load(Ordering::Relaxed) {
-                    let request = match server.recv_timeout(Duration::from_millis(250)) {
-                        Ok(Some(r)) => r,
-                        Ok(None) => continue,
-                        Err(e) => {
-                            log::warn!("metrics endpoint: {e}");
-                            continue;
-                        }
-                    };
-                    let response = if request.method() != &tiny_http::Method::Get {
-                        tiny_http::Response::from_string("only GET\n").with_status_code(405)
-                    } else if request.url() == "/metrics" {
-                        let header = tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE)
-                            .expect("static header");
-                        tiny_http::Response::from_string(render(&source)).with_header(header)
-                    } else {
-                        tiny_http::Response::from_string("tachyond: see /metrics\n")
-                            .with_status_code(404)
-                    };
-                    if let Err(e) = request.respond(response) {
-                        log::debug!("metrics endpoint: {e}");
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => accept_loop(listener, source, stopped).await,
+                        Err(e) => log::error!("metrics endpoint: {e}"),
                     }
-                }
+                })
             })?;
         Ok(MetricsServer {
             local,
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -69,9 +83,92 @@ impl MetricsServer {
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    source: Arc<MetricsSource>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut last_logged: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                // Over the cap the connection is closed at once: a flood of
+                // idle connections never grows memory or blocks a scrape for
+                // longer than the exchange deadline.
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let source = source.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let _ = tokio::time::timeout(EXCHANGE_DEADLINE, exchange(stream, source)).await;
+                });
+            }
+            Err(e) => {
+                if last_logged.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_INTERVAL) {
+                    log::warn!("metrics endpoint: accept: {e}; retrying");
+                    last_logged = Some(Instant::now());
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// One connection: one request, one answer.
+async fn exchange(stream: tokio::net::TcpStream, source: Arc<MetricsSource>) {
+    let service = service_fn(move |request: Request<Incoming>| {
+        let source = source.clone();
+        async move { Ok::<_, Infallible>(answer(&request, &source)) }
+    });
+    let result = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_DEADLINE)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = result {
+        log::debug!("metrics endpoint: {e}");
+    }
+}
+
+fn answer(request: &Request<Incoming>, source: &MetricsSource) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = if request.method() != Method::GET {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".to_string(),
+        )
+    } else if request.uri().path() == "/metrics" {
+        (StatusCode::OK, CONTENT_TYPE, render(source))
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "tachyond: see /metrics\n".to_string(),
+        )
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
 }

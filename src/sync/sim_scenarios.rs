@@ -341,7 +341,11 @@ fn a_rate_kiss_never_stretches_the_poll_beyond_maxpoll() {
     }) {
         let times = &sim.requests[1];
         let after: Vec<f64> = times.iter().copied().filter(|&t| t >= 3600.0).collect();
-        assert!(after.len() >= 10, "{} requests after the kisses", after.len());
+        assert!(
+            after.len() >= 10,
+            "{} requests after the kisses",
+            after.len()
+        );
         let longest = after.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
         eprintln!("  longest interval after the kisses: {longest:.0} s");
         assert!(longest <= 1024.0 * 1.01, "poll beyond maxpoll: {longest} s");

@@ -94,6 +94,25 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Resident memory (kB) and thread count, from /proc.
+    pub fn rss_kb_and_threads(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc status"))
+        };
+        (field("VmRSS:"), field("Threads:"))
+    }
+
     pub fn control_socket(&self) -> PathBuf {
         self.dir.join("control.sock")
     }
@@ -280,9 +299,13 @@ pub fn scrape_metrics(addr: SocketAddr) -> (String, String) {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let content_type = head
         .lines()
-        .find_map(|l| l.strip_prefix("Content-Type: "))
-        .unwrap_or("")
-        .to_string();
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            // Header names are case-insensitive (hyper writes them lowercase).
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_default();
     (content_type, body.to_string())
 }
 
