@@ -126,7 +126,7 @@ impl Drop for Chronyd {
 
 fn tachyonctl_json(daemon: &Daemon, command: &str) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_tachyonctl"))
-        .arg("--socket")
+        .arg("--control-socket")
         .arg(daemon.control_socket())
         .args([command, "--json"])
         .output()

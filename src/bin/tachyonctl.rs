@@ -11,9 +11,10 @@ use tachyon::control::{default_socket_path, request, SourceRow, Stats, Status};
 #[derive(Parser, Debug)]
 #[command(version, about = "Show what tachyond is doing")]
 struct Args {
-    /// tachyond's control socket [default: as tachyond chooses it].
-    #[arg(long, global = true, value_name = "PATH")]
-    socket: Option<PathBuf>,
+    /// tachyond's control socket, as given to tachyond's --control-socket
+    /// [default: as tachyond chooses it].
+    #[arg(long, global = true, value_name = "PATH", alias = "socket")]
+    control_socket: Option<PathBuf>,
     /// Print the daemon's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -33,7 +34,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let path = args.socket.unwrap_or_else(default_socket_path);
+    let path = args.control_socket.unwrap_or_else(default_socket_path);
     let command = match args.command {
         Command::Sources => "sources",
         Command::Status => "status",
@@ -129,8 +130,8 @@ fn print_status(s: &Status) {
     println!("workers        {} ({})", s.workers, s.backend);
     println!("requests/s     {:.1}", s.requests_per_second);
     println!(
-        "requests       {} received, {} answered, {} dropped",
-        s.received, s.answered, s.dropped
+        "requests       {} received: {} answered, {} KoD, {} dropped",
+        s.received, s.answered, s.kod, s.dropped
     );
     println!("version        {}", s.version);
 }

@@ -276,6 +276,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .unwrap_or_else(default_socket_path);
     let control_listener = ControlServer::bind(&control_path)?;
     if let Some(id) = &drop_to {
+        control_listener.hand_over(id.uid, id.gid)?;
         privileges::drop_to(id).map_err(anyhow::Error::msg)?;
         log::info!(
             "running as {} (uid {}), keeping CAP_SYS_TIME and CAP_NET_BIND_SERVICE",

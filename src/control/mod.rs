@@ -3,30 +3,77 @@
 //! `nomodify` and `noquery` hold by design.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::clock::system_unix_ns;
 use crate::metrics::histogram::Snapshot;
 use crate::server::stats::{merged, sum, total, Outcome, WorkerStats, OUTCOMES};
 use crate::state::{unix_ns_to_ntp, StateReader};
 
-/// Where the socket lives unless told otherwise.
+/// Where the socket lives unless told otherwise: `/run/tachyon/` as root;
+/// otherwise a directory private to the user (`$XDG_RUNTIME_DIR`, else
+/// `tachyon-UID` in the temp directory), never a fixed name in a directory
+/// other users can write to.
 pub fn default_socket_path() -> PathBuf {
-    let run = Path::new("/run/tachyon");
-    if nix::unistd::geteuid().is_root() && std::fs::create_dir_all(run).is_ok() {
-        return run.join("tachyond.sock");
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return Path::new(RUN_DIR).join(SOCKET_NAME);
     }
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    dir.join("tachyond.sock")
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join(SOCKET_NAME),
+        None => std::env::temp_dir()
+            .join(format!("tachyon-{uid}"))
+            .join(SOCKET_NAME),
+    }
+}
+
+/// The directory the default socket lives in as root.
+pub const RUN_DIR: &str = "/run/tachyon";
+const SOCKET_NAME: &str = "tachyond.sock";
+
+/// Makes sure the default socket's directory exists and is private: created
+/// 0700 (0755 for `/run/tachyon`, which root hands to the service user) when
+/// missing; an existing one must be a real directory that no group or other
+/// user can write to (anyone could squat a name there), and, unless we are
+/// root, our own.
+fn prepare_directory(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let mode = if dir == Path::new(RUN_DIR) {
+        0o755
+    } else {
+        0o700
+    };
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    let uid = nix::unistd::geteuid();
+    let unsafe_dir = !meta.is_dir()
+        || (!uid.is_root() && meta.uid() != uid.as_raw())
+        || meta.permissions().mode() & 0o022 != 0;
+    if unsafe_dir {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a private directory of this user (owner uid {}, mode {:o}): \
+                 give the control socket a path with --control-socket",
+                dir.display(),
+                meta.uid(),
+                meta.permissions().mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One row of `tachyonctl sources`, as `ntpq -p` shows it.
@@ -70,6 +117,10 @@ pub struct Status {
     pub requests_per_second: f64,
     pub received: u64,
     pub answered: u64,
+    /// Kiss-o'-Death replies (rate limiting): answered, but not with time.
+    #[serde(default)]
+    pub kod: u64,
+    /// Neither answered nor sent a KoD: received − answered − kod.
     pub dropped: u64,
 }
 
@@ -143,9 +194,21 @@ impl ControlSource {
         let st = self.state.read();
         let sys = &st.system;
         let now = unix_ns_to_ntp(st.correction.apply(system_unix_ns()));
-        let received = sum(&self.workers, WorkerStats::received);
-        let answered = total(&self.workers, Outcome::Answered);
-        let kod = total(&self.workers, Outcome::Kod);
+        // One read of each counter: the workers go on counting while this
+        // runs, and totals taken at different moments need not add up.
+        let counts: Vec<(Outcome, u64)> = OUTCOMES
+            .iter()
+            .map(|o| (*o, total(&self.workers, *o)))
+            .collect();
+        let count_of = |wanted| {
+            counts
+                .iter()
+                .find(|(o, _)| *o == wanted)
+                .map_or(0, |(_, n)| *n)
+        };
+        let received: u64 = counts.iter().map(|(_, n)| n).sum();
+        let answered = count_of(Outcome::Answered);
+        let kod = count_of(Outcome::Kod);
         let dispersion = sys.root_dispersion_at(now);
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -172,6 +235,7 @@ impl ControlSource {
             requests_per_second: f64::from_bits(self.request_rate.load(Ordering::Relaxed)),
             received,
             answered,
+            kod,
             dropped: received - answered - kod,
         }
     }
@@ -210,10 +274,18 @@ impl ControlSource {
     }
 }
 
+/// The longest request line (a command word) read from a client.
+const MAX_REQUEST_BYTES: u64 = 256;
+/// Time for a whole exchange: a client that sends a byte at a time is cut
+/// off, whatever the pace.
+const EXCHANGE_DEADLINE: Duration = Duration::from_secs(2);
+/// Clients served at once; more are closed at once.
+const MAX_CLIENTS: usize = 16;
+
 /// The control socket's server thread.
 pub struct ControlServer {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -221,15 +293,40 @@ pub struct ControlServer {
 /// dropped) but not yet served.
 pub struct BoundControl {
     path: PathBuf,
-    listener: UnixListener,
+    listener: std::os::unix::net::UnixListener,
+    /// The socket's directory was made here (or is the default one), so it
+    /// goes to the daemon's user with the socket.
+    own_directory: bool,
 }
 
 impl ControlServer {
-    /// Creates the socket; [`BoundControl::start`] serves it.
+    /// Creates the socket (and, for the default path, its directory);
+    /// [`BoundControl::start`] serves it.
+    ///
+    /// Call it before any other thread exists: the socket is created 0660
+    /// through the process umask.
     pub fn bind(path: &Path) -> io::Result<BoundControl> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let own_directory = if path == default_socket_path() {
+            prepare_directory(dir)?;
+            true
+        } else if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            // Group may enter, so tachyonctl users in the daemon's group can connect.
+            std::fs::DirBuilder::new()
+                .mode(0o750)
+                .create(dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+            true
+        } else {
+            false
+        };
         // A socket left by a crashed daemon is replaced; a live daemon's is not.
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
+        if std::fs::symlink_metadata(path).is_ok() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
                     format!("{} is in use: is another tachyond running?", path.display()),
@@ -237,13 +334,20 @@ impl ControlServer {
             }
             std::fs::remove_file(path)?;
         }
-        let listener = UnixListener::bind(path).map_err(|e| {
+        // Created 0660 (root, the daemon's user and its group may connect):
+        // setting the mode afterwards would follow a link swapped in meanwhile.
+        // Still single-threaded here, so the process umask is ours to borrow.
+        let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+        let bound = std::os::unix::net::UnixListener::bind(path);
+        nix::sys::stat::umask(umask);
+        let listener = bound.map_err(|e| {
             io::Error::new(e.kind(), format!("control socket {}: {e}", path.display()))
         })?;
         listener.set_nonblocking(true)?;
         Ok(BoundControl {
             path: path.to_path_buf(),
             listener,
+            own_directory,
         })
     }
 
@@ -253,72 +357,166 @@ impl ControlServer {
 }
 
 impl BoundControl {
+    /// Hands the socket to the user the daemon is about to become (owned by
+    /// it; its mode is 0660), and, for the default directory, the directory
+    /// too, so the daemon can remove the socket when it stops. Links are
+    /// never followed.
+    pub fn hand_over(&self, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> io::Result<()> {
+        use nix::fcntl::AT_FDCWD;
+        use nix::unistd::{fchownat, FchownatFlags};
+        let chown = |p: &Path| {
+            fchownat(
+                AT_FDCWD,
+                p,
+                Some(uid),
+                Some(gid),
+                FchownatFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| {
+                io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("chown {}: {e}", p.display()),
+                )
+            })
+        };
+        chown(&self.path)?;
+        if self.own_directory {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                chown(dir)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn start(self, source: ControlSource) -> io::Result<ControlServer> {
-        let BoundControl { path, listener } = self;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = stop.clone();
+        let BoundControl { path, listener, .. } = self;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let (stop, stopped) = oneshot::channel();
+        let source = Arc::new(source);
         let thread = std::thread::Builder::new()
             .name("tachyon-control".into())
             .spawn(move || {
-                while !stop_flag.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            if let Err(e) = serve(stream, &source) {
-                                log::debug!("control socket: {e}");
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                        Err(e) => {
-                            log::warn!("control socket: {e}");
-                            std::thread::sleep(Duration::from_millis(200));
-                        }
+                runtime.block_on(async move {
+                    match tokio::net::UnixListener::from_std(listener) {
+                        Ok(listener) => accept_loop(listener, source, stopped).await,
+                        Err(e) => log::error!("control socket: {e}"),
                     }
-                }
+                })
             })?;
         Ok(ControlServer {
             path,
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
 }
 
-fn serve(stream: UnixStream, source: &ControlSource) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut line = String::new();
-    BufReader::new(io::Read::take(&stream, 256)).read_line(&mut line)?;
-    let mut out = &stream;
-    match source.answer(line.trim()) {
-        Ok(json) => writeln!(out, "{json}"),
-        Err(message) => writeln!(out, "{}", serde_json::json!({ "error": message })),
+async fn accept_loop(
+    listener: tokio::net::UnixListener,
+    source: Arc<ControlSource>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let mut last_logged: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let source = source.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    match tokio::time::timeout(EXCHANGE_DEADLINE, serve(stream, &source)).await {
+                        Ok(Err(e)) => log::debug!("control socket: {e}"),
+                        Err(_) => log::debug!("control socket: client too slow, cut off"),
+                        Ok(Ok(())) => {}
+                    }
+                });
+            }
+            Err(e) => {
+                if last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    log::warn!("control socket: accept: {e}; retrying");
+                    last_logged = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
+}
+
+/// One exchange: a command line in, one JSON document out.
+async fn serve(stream: tokio::net::UnixStream, source: &ControlSource) -> io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let (reader, mut writer) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(reader.take(MAX_REQUEST_BYTES))
+        .read_line(&mut line)
+        .await?;
+    let answer = match source.answer(line.trim()) {
+        Ok(json) => json,
+        Err(message) => serde_json::json!({ "error": message }).to_string(),
+    };
+    writer.write_all(answer.as_bytes()).await?;
+    writer.write_all(b"\n").await?;
+    writer.shutdown().await
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            log::warn!("control socket {}: not removed: {e}", self.path.display());
+        }
     }
+}
+
+/// Who may connect, named from the owner and group of the socket, or of its
+/// directory when the socket itself cannot be seen.
+fn permission_hint(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).or_else(|e| match path.parent() {
+        Some(dir) => std::fs::metadata(dir),
+        None => Err(e),
+    });
+    let Ok(meta) = meta else {
+        return format!("permission denied on {}", path.display());
+    };
+    let user = nix::unistd::User::from_uid(meta.uid().into())
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {}", meta.uid()), |u| u.name);
+    let group = nix::unistd::Group::from_gid(meta.gid().into())
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("gid {}", meta.gid()), |g| g.name);
+    format!(
+        "permission denied on {} (owned by {user}:{group}): run tachyonctl as root, as {user}, \
+         or as a member of group {group}",
+        path.display()
+    )
 }
 
 /// Sends one command and returns the JSON answer (used by tachyonctl).
 pub fn request(path: &Path, command: &str) -> Result<String, String> {
     let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => format!(
-            "tachyond is not running (no control socket at {}); start it, or give its socket with --socket",
+            "tachyond is not running (no control socket at {}); start it, or give its socket with --control-socket",
             path.display()
         ),
-        io::ErrorKind::PermissionDenied => format!(
-            "permission denied on {}: run tachyonctl as root or as the user tachyond runs as",
-            path.display()
-        ),
+        io::ErrorKind::PermissionDenied => permission_hint(path),
         _ => format!("cannot connect to {}: {e}", path.display()),
     })?;
     stream
