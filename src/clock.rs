@@ -42,9 +42,110 @@ pub fn may_set_time() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_SYS_TIME) != 0)
 }
 
+/// A process that steers the system clock: another time daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeDaemon {
+    pub name: String,
+    pub pid: u32,
+}
+
+/// Whether a process, by its name and arguments, disciplines the system
+/// clock: chronyd (unless `-x`, which leaves the clock alone, or `-Q`),
+/// ntpd (ntp, NTPsec, OpenNTPD), systemd-timesyncd.
+fn steers_the_clock(comm: &str, args: &[&str]) -> bool {
+    match comm {
+        "chronyd" => !args.iter().any(|a| *a == "-x" || *a == "-Q"),
+        "ntpd" | "systemd-timesyn" | "systemd-timesyncd" => true,
+        _ => false,
+    }
+}
+
+/// Other time daemons running on this machine, found in /proc: two daemons
+/// steering one clock fight each other, so tachyond never does so silently.
+pub fn other_time_daemons() -> Vec<TimeDaemon> {
+    let own = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
+            continue;
+        };
+        let comm = comm.trim();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&str> = cmdline
+            .split(|b| *b == 0)
+            .skip(1)
+            .filter_map(|a| std::str::from_utf8(a).ok())
+            .collect();
+        if steers_the_clock(comm, &args) {
+            found.push(TimeDaemon {
+                name: comm.to_string(),
+                pid,
+            });
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_daemons_are_told_by_name_and_arguments() {
+        assert!(steers_the_clock("chronyd", &["-d"]));
+        assert!(!steers_the_clock("chronyd", &["-x", "-d"]));
+        assert!(!steers_the_clock("chronyd", &["-Q", "server x"]));
+        assert!(steers_the_clock("ntpd", &["-g"]));
+        assert!(steers_the_clock("systemd-timesyn", &[]));
+        assert!(!steers_the_clock("tachyond", &[]));
+        assert!(!steers_the_clock("sshd", &[]));
+    }
+
+    #[test]
+    fn a_running_time_daemon_is_found() {
+        // A shell copied under the name chronyd: a process whose comm is
+        // chronyd, with and without -x among its arguments.
+        let dir = std::env::temp_dir().join(format!("tachyon-td-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("chronyd");
+        std::fs::copy("/bin/sh", &fake).unwrap();
+        let mut steering = std::process::Command::new(&fake)
+            .args(["-c", "sleep 30; true"])
+            .spawn()
+            .unwrap();
+        let mut harmless = std::process::Command::new(&fake)
+            .args(["-c", "sleep 30; true", "-x"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let found = other_time_daemons();
+        let _ = steering.kill();
+        let _ = harmless.kill();
+        let _ = steering.wait();
+        let _ = harmless.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            found.contains(&TimeDaemon {
+                name: "chronyd".into(),
+                pid: steering.id()
+            }),
+            "{found:?}"
+        );
+        assert!(!found.iter().any(|d| d.pid == harmless.id()), "{found:?}");
+    }
 
     #[test]
     fn precision_is_plausible() {

@@ -1,6 +1,8 @@
 //! Dropping root after start-up: switch to an unprivileged user and keep only
-//! CAP_SYS_TIME (to discipline the clock) and CAP_NET_BIND_SERVICE (to bind
-//! port 123 again on a reload).
+//! CAP_SYS_TIME, and that only when the system clock is disciplined (`clock
+//! system`); every socket is bound before, so nothing else is needed. The
+//! process also sets no_new_privs, so nothing it could ever execute gains
+//! privileges, with or without a service manager that sets it.
 //!
 //! Capabilities are per thread on Linux, so this runs on the main thread after
 //! every socket is bound and before any other thread starts.
@@ -48,16 +50,26 @@ pub fn default_identity() -> Option<Identity> {
     DEFAULT_USERS.iter().find_map(|u| lookup(u).ok())
 }
 
-fn kept() -> CapsHashSet {
-    [Capability::CAP_SYS_TIME, Capability::CAP_NET_BIND_SERVICE]
-        .into_iter()
-        .collect()
+/// Whether `id` is the shared `nobody` account, which other services may
+/// also run as (and so reach this daemon's files and sockets).
+pub fn is_shared_account(id: &Identity) -> bool {
+    id.user == "nobody"
 }
 
-/// Becomes `id`, keeping CAP_SYS_TIME and CAP_NET_BIND_SERVICE and nothing else
-/// (the bounding set is emptied of the rest, so no exec can regain them).
-pub fn drop_to(id: &Identity) -> Result<(), String> {
-    let keep = kept();
+/// The capabilities kept after the drop.
+pub fn kept(discipline_clock: bool) -> CapsHashSet {
+    let mut keep = CapsHashSet::new();
+    if discipline_clock {
+        keep.insert(Capability::CAP_SYS_TIME);
+    }
+    keep
+}
+
+/// Becomes `id`, keeping CAP_SYS_TIME when `discipline_clock` and nothing
+/// else (the bounding set is emptied of the rest, so no exec can regain
+/// them), and sets no_new_privs.
+pub fn drop_to(id: &Identity, discipline_clock: bool) -> Result<(), String> {
+    let keep = kept(discipline_clock);
     for cap in caps::all() {
         if !keep.contains(&cap) {
             caps::drop(None, CapSet::Bounding, cap)
@@ -75,7 +87,34 @@ pub fn drop_to(id: &Identity) -> Result<(), String> {
     if Uid::effective().is_root() {
         return Err("still root after setuid".into());
     }
-    Ok(())
+    set_no_new_privs()
+}
+
+/// Started without root but with capabilities (a service manager's ambient
+/// set: CAP_NET_BIND_SERVICE and CAP_NET_ADMIN to bind, CAP_SYS_TIME): once
+/// the sockets are bound, keeps CAP_SYS_TIME when `discipline_clock` and
+/// nothing else, and sets no_new_privs.
+pub fn drop_capabilities(discipline_clock: bool) -> Result<(), String> {
+    let keep = kept(discipline_clock);
+    caps::clear(None, CapSet::Ambient)
+        .map_err(|e| format!("clearing ambient capabilities: {e}"))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| format!("capset inheritable: {e}"))?;
+    let permitted = caps::read(None, CapSet::Permitted).map_err(|e| e.to_string())?;
+    let keep: CapsHashSet = keep.intersection(&permitted).copied().collect();
+    caps::set(None, CapSet::Effective, &keep).map_err(|e| format!("capset effective: {e}"))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(|e| format!("capset permitted: {e}"))?;
+    set_no_new_privs()
+}
+
+/// PR_SET_NO_NEW_PRIVS: execve can never add privileges (setuid binaries,
+/// file capabilities) to this process or its children.
+pub fn set_no_new_privs() -> Result<(), String> {
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))
+}
+
+/// Whether no_new_privs is set on this thread.
+pub fn no_new_privs() -> bool {
+    nix::sys::prctl::get_no_new_privs().unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -96,50 +135,61 @@ mod tests {
     }
 
     /// Drops privileges in a child process (never in the test process itself)
-    /// and checks what is left.
+    /// and checks what is left, with and without the clock to discipline.
+    /// Needs root; skipped only where TACHYON_SKIP_EXTERNAL=1 says so.
     #[test]
-    fn drop_keeps_only_the_time_capabilities() {
+    fn drop_keeps_only_what_the_clock_needs() {
         if !Uid::effective().is_root() {
-            eprintln!("SKIPPED: needs root to drop privileges");
+            assert_eq!(
+                std::env::var("TACHYON_SKIP_EXTERNAL").as_deref(),
+                Ok("1"),
+                "dropping privileges needs root: run the tests as root (as CI does), \
+                 or set TACHYON_SKIP_EXTERNAL=1 to skip"
+            );
+            eprintln!("SKIPPED: needs root to drop privileges (TACHYON_SKIP_EXTERNAL=1)");
             return;
         }
         let Some(id) = default_identity() else {
             panic!("none of {DEFAULT_USERS:?} exists");
         };
-        // Re-run this test binary with only the ignored child test, so the
-        // test process itself keeps its privileges.
-        let exe = std::env::current_exe().unwrap();
-        let out = std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "privileges::tests::child_drop",
-                "--nocapture",
-                "--include-ignored",
-            ])
-            .env("TACHYON_PRIV_CHILD", &id.user)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{text}");
-        assert!(text.contains("CHILD-DROP-OK"), "{text}");
+        for discipline in ["system", "software"] {
+            // Re-run this test binary with only the ignored child test, so the
+            // test process itself keeps its privileges.
+            let exe = std::env::current_exe().unwrap();
+            let out = std::process::Command::new(exe)
+                .args([
+                    "--exact",
+                    "privileges::tests::child_drop",
+                    "--nocapture",
+                    "--include-ignored",
+                ])
+                .env("TACHYON_PRIV_CHILD", &id.user)
+                .env("TACHYON_PRIV_CLOCK", discipline)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{discipline}: {text}");
+            assert!(text.contains("CHILD-DROP-OK"), "{discipline}: {text}");
+        }
     }
 
     #[test]
-    #[ignore = "run by drop_keeps_only_the_time_capabilities in a child process"]
+    #[ignore = "run by drop_keeps_only_what_the_clock_needs in a child process"]
     fn child_drop() {
-        let Ok(user) = std::env::var("TACHYON_PRIV_CHILD") else {
-            return;
-        };
+        let user = std::env::var("TACHYON_PRIV_CHILD").expect("run by the parent test");
+        let discipline = std::env::var("TACHYON_PRIV_CLOCK").as_deref() == Ok("system");
         let id = lookup(&user).unwrap();
-        drop_to(&id).unwrap();
+        assert!(!no_new_privs());
+        drop_to(&id, discipline).unwrap();
         assert_eq!(Uid::effective(), id.uid);
         assert_eq!(Uid::current(), id.uid);
         let effective = caps::read(None, CapSet::Effective).unwrap();
-        assert_eq!(effective, kept());
+        assert_eq!(effective, kept(discipline));
         let bounding = caps::read(None, CapSet::Bounding).unwrap();
-        assert_eq!(bounding, kept());
-        assert!(crate::clock::may_set_time());
+        assert_eq!(bounding, kept(discipline));
+        assert_eq!(crate::clock::may_set_time(), discipline);
+        assert!(no_new_privs());
         println!("CHILD-DROP-OK");
     }
 }

@@ -145,6 +145,80 @@ fn default_listen(port: u16) -> Vec<SocketAddr> {
     addrs
 }
 
+/// How the clock is steered. `clock auto` disciplines the system clock when
+/// the process may (root, or CAP_SYS_TIME) and no other time daemon does;
+/// `clock system` beside another time daemon is refused: two daemons
+/// steering one clock fight, and neither serves good time.
+fn choose_clock(config: &Config) -> anyhow::Result<ClockChoice> {
+    let others = if config.local_stratum.is_none() && config.clock != ClockChoice::Software {
+        tachyon::clock::other_time_daemons()
+    } else {
+        Vec::new()
+    };
+    let names = || {
+        others
+            .iter()
+            .map(|d| format!("{} (pid {})", d.name, d.pid))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mode = match config.clock {
+        ClockChoice::System if !others.is_empty() => anyhow::bail!(
+            "`clock system`, but {} already disciplines this machine's clock: stop it first, \
+             or serve with `clock software`",
+            names()
+        ),
+        ClockChoice::Auto if !others.is_empty() => {
+            log::warn!(
+                "{} disciplines this machine's clock: tachyond leaves it alone and serves with a \
+                 software correction (stop it, or set `clock system`, to let tachyond discipline it)",
+                names()
+            );
+            ClockChoice::Software
+        }
+        ClockChoice::Auto if may_set_time() => ClockChoice::System,
+        ClockChoice::Auto => ClockChoice::Software,
+        other => other,
+    };
+    let how = match (config.clock, mode) {
+        (ClockChoice::Auto, ClockChoice::System) => {
+            "chosen automatically: allowed to set the time; tachyond disciplines this machine's clock"
+        }
+        (ClockChoice::Auto, _) => "chosen automatically: the host clock is left alone",
+        _ => "chosen by the configuration",
+    };
+    if config.local_stratum.is_some() {
+        log::info!("clock: the host clock, served as is (local stratum)");
+    } else {
+        log::info!("clock: {mode} ({how})");
+    }
+    Ok(mode)
+}
+
+/// Warns when the driftfile cannot be written by the user tachyond now runs
+/// as: the frequency would be learned again at every start.
+fn check_driftfile_directory(config: &Config) {
+    let Some(path) = &config.driftfile else {
+        return;
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if let Err(e) = nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK) {
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map_or_else(|| nix::unistd::geteuid().to_string(), |u| u.name);
+        log::warn!(
+            "driftfile {}: its directory is not writable by {user} ({e}): the frequency will not \
+             be kept across restarts; make {} writable by {user}",
+            path.display(),
+            dir.display()
+        );
+    }
+}
+
 /// Who to become after binding: None to stay as we are.
 fn identity_to_drop_to(args: &Args) -> anyhow::Result<Option<privileges::Identity>> {
     let root = nix::unistd::Uid::effective().is_root();
@@ -192,20 +266,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     signals.thread_block()?;
     let signal_fd = SignalFd::new(&signals)?;
 
-    let clock_mode = match config.clock {
-        ClockChoice::Auto if may_set_time() => ClockChoice::System,
-        ClockChoice::Auto => ClockChoice::Software,
-        other => other,
-    };
+    let clock_mode = choose_clock(&config)?;
     let precision = measure_precision();
-    log::info!(
-        "clock: {clock_mode} (chosen {}), precision 2^{precision} s",
-        if config.clock == ClockChoice::Auto {
-            "automatically"
-        } else {
-            "by the configuration"
-        }
-    );
     if config.local_stratum.is_none() {
         log::info!(
             "{} upstream lines; serving as unsynchronized (LI 3, stratum 0) until enough agree",
@@ -263,8 +325,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         {
             log::warn!(
                 "{e}; with the embedded default configuration tachyond falls back to port \
-                 {FALLBACK_PORT}: query it with `ntpdig -p 1 ...` or chronyd's `port {FALLBACK_PORT}`. \
-                 Run as root or with CAP_NET_BIND_SERVICE to serve port 123."
+                 {FALLBACK_PORT}: query it with `chronyd -Q -t 5 'server 127.0.0.1 port \
+                 {FALLBACK_PORT} iburst'` (ntpdig always asks port 123). Run as root or with \
+                 CAP_NET_BIND_SERVICE to serve port 123."
             );
             BoundServer::bind(options(default_listen(FALLBACK_PORT)))?
         }
@@ -275,14 +338,32 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(default_socket_path);
     let control_listener = ControlServer::bind(&control_path)?;
+    let disciplines_clock = clock_mode == ClockChoice::System && config.local_stratum.is_none();
     if let Some(id) = &drop_to {
         control_listener.hand_over(id.uid, id.gid)?;
-        privileges::drop_to(id).map_err(anyhow::Error::msg)?;
+        privileges::drop_to(id, disciplines_clock).map_err(anyhow::Error::msg)?;
         log::info!(
-            "running as {} (uid {}), keeping CAP_SYS_TIME and CAP_NET_BIND_SERVICE",
+            "running as {} (uid {}), keeping {}",
             id.user,
-            id.uid
+            id.uid,
+            if disciplines_clock {
+                "CAP_SYS_TIME only"
+            } else {
+                "no capabilities"
+            }
         );
+        if privileges::is_shared_account(id) {
+            log::warn!(
+                "running as the shared account {}: other services running as it can reach \
+                 tachyond's files; create a user of its own (useradd --system tachyon)",
+                id.user
+            );
+        }
+    } else {
+        privileges::drop_capabilities(disciplines_clock).map_err(anyhow::Error::msg)?;
+    }
+    if config.local_stratum.is_none() {
+        check_driftfile_directory(&config);
     }
     let server = bound.spawn(reader.clone())?;
     let source_rows = Arc::new(Mutex::new(Vec::new()));
