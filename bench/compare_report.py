@@ -246,7 +246,7 @@ def summarize(runs, fixed_rates, overload_rates):
 
 
 def targets(s):
-    """The design targets of issue 3 / DESIGN.md, judged on this run: on the medians over the
+    """The design targets of issue 3, judged on this run: on the medians over the
     rounds, and round by round (each round runs the three servers back to back). Each row:
     (name, {server: median of the metric}, bound, met, (rounds met, rounds) or None)."""
     t, c, f = s.get("tachyond", {}), s.get("chronyd", {}), s.get("reflector", {})
@@ -638,7 +638,7 @@ def compare_section(m, runs, s, fixed_rates, overload_rates, have_docs_assets):
     L.append("On the medians over the rounds, and round by round (in each round the three servers ran back to "
              "back); chronyd's and the reference's figures for scale.")
     L.append("")
-    L.append("| target (DESIGN.md, issue 3) | tachyond | bound | met (medians) | rounds met | chronyd | reference |")
+    L.append("| target (issue 3) | tachyond | bound | met (medians) | rounds met | chronyd | reference |")
     L.append("|---|---:|---:|:---:|:---:|---:|---:|")
     for name, shown, bound, ok, per_round in targets(s):
         oks = "–" if ok is None else ("yes" if ok else "**no**")

@@ -3,7 +3,7 @@
 //!
 //! The seqlock is free of undefined behaviour: every field is an `AtomicU64` word
 //! read and written with `Relaxed`, ordered by fences around the sequence counter
-//! (DESIGN.md "Seqlock"). A reader never blocks the writer and retries only when a
+//! (docs/architecture.md). A reader never blocks the writer and retries only when a
 //! write overlapped its read.
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};

@@ -1,4 +1,4 @@
-//! The server's reply rules (RFC 5905 §9-§10, RFC 8633, DESIGN.md "Reply rules").
+//! The server's reply rules (RFC 5905 §9-§10, RFC 8633; docs/architecture.md).
 //!
 //! [`respond`] turns one request into an action. It writes the whole reply except
 //! the transmit timestamp, which the caller stamps with [`set_transmit`] as late as
