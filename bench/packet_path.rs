@@ -19,9 +19,10 @@ use tachyon::config::Config;
 use tachyon::proto::{
     parse_client_request, respond, Access, LeapIndicator, NtpTimestamp, SystemInfo,
 };
-use tachyon::server::ratelimit::RateLimiter;
-use tachyon::server::responder::{AccessControl, Responder, SharedAccess};
-use tachyon::server::restrict::RestrictTable;
+use tachyon::server::access::ratelimit::RateLimiter;
+use tachyon::server::access::restrict::RestrictTable;
+use tachyon::server::access::{AccessControl, SharedAccess};
+use tachyon::server::responder::Responder;
 use tachyon::server::stats::WorkerStats;
 use tachyon::state::{shared_state, ServerState};
 

@@ -16,10 +16,12 @@ use std::time::Duration;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use tachyon::config::DEFAULT_RCVBUF;
 use tachyon::proto::Header;
-use tachyon::server::responder::{AccessControl, Responder, SharedAccess};
-use tachyon::server::sockets::open_listen_socket;
+use tachyon::server::access::{AccessControl, SharedAccess};
+use tachyon::server::io::sockets::open_listen_socket;
+use tachyon::server::io::{mmsg, uring};
+use tachyon::server::responder::Responder;
 use tachyon::server::stats::{Outcome, WorkerStats};
-use tachyon::server::{mmsg, uring, Backend};
+use tachyon::server::Backend;
 use tachyon::state::{shared_state, ServerState};
 
 use common::{ntp_to_unix_ns, request};
@@ -64,7 +66,7 @@ fn check_socket_drops(backend: Backend) {
 /// Runs a worker of `backend` on `listener` while `client` runs, then stops it.
 fn with_worker<T>(
     backend: Backend,
-    listener: tachyon::server::sockets::ListenSocket,
+    listener: tachyon::server::io::sockets::ListenSocket,
     stats: Arc<WorkerStats>,
     client: impl FnOnce() -> T,
 ) -> T {

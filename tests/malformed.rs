@@ -217,7 +217,7 @@ fn run(backend: &str) {
 
 #[test]
 fn malformed_input_with_uring() {
-    if tachyon::server::uring::probe().is_err() {
+    if tachyon::server::io::uring::probe().is_err() {
         eprintln!("SKIPPED: io_uring unavailable here");
         return;
     }

@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
         match tachyon::config::Config::parse(text, "fuzz.conf") {
             Ok(config) => {
                 // Whatever parsed compiles into a restrict table.
-                let _ = tachyon::server::restrict::RestrictTable::new(&config.restrict);
+                let _ = tachyon::server::access::restrict::RestrictTable::new(&config.restrict);
             }
             Err(e) => assert!(!e.to_string().is_empty()),
         }

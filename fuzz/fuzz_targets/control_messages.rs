@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tachyon::server::cmsg::{parse_control, parse_sockaddr};
+use tachyon::server::io::cmsg::{parse_control, parse_sockaddr};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_control(data);

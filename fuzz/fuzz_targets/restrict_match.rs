@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
 use tachyon::config::{Family, RestrictFlags, RestrictRule, RestrictTarget};
-use tachyon::server::restrict::RestrictTable;
+use tachyon::server::access::restrict::RestrictTable;
 
 fn prefix_matches(rule: u128, len: u8, addr: u128, bits: u8) -> bool {
     if len == 0 {

@@ -1,17 +1,15 @@
 //! The hot path: worker threads, one per core, each with its own sockets and its
 //! own I/O backend, answering clients from the published server state.
+//!
+//! Policy (what to answer: `responder`, `access`, `stats`) is apart from I/O
+//! (how datagrams come and go: `io`), so a new backend reuses the first whole.
 
-pub mod cmsg;
-pub mod departure;
-pub mod mmsg;
-pub mod ratelimit;
+pub mod access;
+pub mod io;
 pub mod responder;
-pub mod restrict;
-pub mod sockets;
 pub mod stats;
-pub mod uring;
 
-use std::io;
+use std::io as stdio;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -20,8 +18,10 @@ use std::thread::JoinHandle;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::state::StateReader;
-use responder::{Responder, SharedAccess};
-use sockets::ListenSocket;
+use access::SharedAccess;
+use io::sockets::{self, ListenSocket};
+use io::{mmsg, uring};
+use responder::Responder;
 use stats::WorkerStats;
 
 /// Which I/O backend the workers use.
@@ -54,7 +54,7 @@ pub struct ServerOptions {
 
 /// Running workers.
 pub struct Server {
-    workers: Vec<JoinHandle<io::Result<()>>>,
+    workers: Vec<JoinHandle<stdio::Result<()>>>,
     stats: Vec<Arc<WorkerStats>>,
     shutdown: EventFd,
     local: Vec<SocketAddr>,
@@ -71,13 +71,15 @@ pub struct BoundServer {
 
 impl BoundServer {
     /// Binds every socket; errors name the address.
-    pub fn bind(options: ServerOptions) -> io::Result<BoundServer> {
+    pub fn bind(options: ServerOptions) -> stdio::Result<BoundServer> {
         let workers = options.workers.max(1);
         let mut per_worker: Vec<Vec<ListenSocket>> = (0..workers).map(|_| Vec::new()).collect();
         let mut local = Vec::new();
         for addr in &options.listen {
-            let group = sockets::open_listen_group(*addr, workers, options.rcvbuf)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            let group =
+                sockets::open_listen_group(*addr, workers, options.rcvbuf).map_err(|e| {
+                    stdio::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                })?;
             // The kernel doubles what it grants; less than that means
             // net.core.rmem_max capped it (no CAP_NET_ADMIN at bind time).
             if group[0].rcvbuf < 2 * options.rcvbuf {
@@ -105,14 +107,14 @@ impl BoundServer {
     }
 
     /// Starts one worker thread per socket set.
-    pub fn spawn(self, state: StateReader) -> io::Result<Server> {
+    pub fn spawn(self, state: StateReader) -> stdio::Result<Server> {
         let BoundServer {
             options,
             per_worker,
             local,
         } = self;
         let shutdown = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(io::Error::from)?;
+            .map_err(stdio::Error::from)?;
         let cores = if options.pin {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -158,7 +160,7 @@ impl BoundServer {
 
 impl Server {
     /// Binds every socket and starts the workers.
-    pub fn start(options: ServerOptions, state: StateReader) -> io::Result<Server> {
+    pub fn start(options: ServerOptions, state: StateReader) -> stdio::Result<Server> {
         BoundServer::bind(options)?.spawn(state)
     }
 
@@ -181,8 +183,8 @@ impl Server {
     }
 
     /// Stops the workers and waits for them.
-    pub fn stop(self) -> io::Result<()> {
-        self.shutdown.write(1).map_err(io::Error::from)?;
+    pub fn stop(self) -> stdio::Result<()> {
+        self.shutdown.write(1).map_err(stdio::Error::from)?;
         let mut first_error = None;
         for w in self.workers {
             match w.join() {
@@ -191,7 +193,7 @@ impl Server {
                     first_error.get_or_insert(e);
                 }
                 Err(_) => {
-                    first_error.get_or_insert(io::Error::other("worker panicked"));
+                    first_error.get_or_insert(stdio::Error::other("worker panicked"));
                 }
             }
         }

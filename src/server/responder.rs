@@ -2,76 +2,19 @@
 //! timestamps, counters. It knows nothing of sockets, so a kernel-bypass backend
 //! can reuse it unchanged.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::clock::system_unix_ns;
-use crate::config::RestrictFlags;
 use crate::proto::reply::set_transmit;
-use crate::proto::{parse_client_request, respond, Access, ReplyAction};
-use crate::server::ratelimit::{LeakRng, RateLimiter, Verdict};
-use crate::server::restrict::RestrictTable;
+use crate::proto::{parse_client_request, respond, ReplyAction};
+use crate::server::access::ratelimit::LeakRng;
+use crate::server::access::{decide_access, AccessControl, SharedAccess};
 use crate::server::stats::{Outcome, WorkerStats};
 use crate::state::{ServerState, StateReader};
 
 /// Requests from this port may come from an NTPv1 peer rather than a client.
 const NTP_PORT: u16 = 123;
-
-/// What a worker shares with the others: the access rules and the rate limiter.
-#[derive(Clone)]
-pub struct AccessControl {
-    pub restrict: Arc<RestrictTable>,
-    pub limiter: Arc<RateLimiter>,
-}
-
-impl AccessControl {
-    /// No restrictions; the limiter only applies to `limited` rules, so a small
-    /// table will do.
-    pub fn open() -> Self {
-        AccessControl {
-            restrict: Arc::new(RestrictTable::new(&[])),
-            limiter: Arc::new(RateLimiter::new(crate::config::RateLimitParams {
-                table_entries: 1024,
-                ..Default::default()
-            })),
-        }
-    }
-}
-
-/// The access rules workers pick up: replaced as a whole on a configuration
-/// reload. Workers compare the generation once per batch (one load) and take a
-/// new copy only when it changed, so the per-packet path never locks.
-pub struct SharedAccess {
-    generation: AtomicU64,
-    current: Mutex<AccessControl>,
-}
-
-impl SharedAccess {
-    pub fn new(access: AccessControl) -> Arc<SharedAccess> {
-        Arc::new(SharedAccess {
-            generation: AtomicU64::new(0),
-            current: Mutex::new(access),
-        })
-    }
-
-    /// The rules in force.
-    pub fn current(&self) -> AccessControl {
-        self.current
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    /// Installs new rules; workers take them at their next batch.
-    pub fn replace(&self, access: AccessControl) {
-        *self
-            .current
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = access;
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-}
 
 pub struct Responder {
     state: StateReader,
@@ -91,7 +34,7 @@ impl Responder {
         stats: Arc<WorkerStats>,
     ) -> Self {
         let snapshot = state.read();
-        let access_generation = shared_access.generation.load(Ordering::Acquire);
+        let access_generation = shared_access.generation();
         let access = shared_access.current();
         let seed = Arc::as_ptr(&stats) as u64 ^ crate::clock::system_unix_ns() as u64;
         Responder {
@@ -115,7 +58,7 @@ impl Responder {
     pub fn begin_batch(&mut self) {
         self.batch_started = std::time::Instant::now();
         self.snapshot = self.state.read();
-        let generation = self.shared_access.generation.load(Ordering::Acquire);
+        let generation = self.shared_access.generation();
         if generation != self.access_generation {
             self.access = self.shared_access.current();
             self.access_generation = generation;
@@ -142,7 +85,7 @@ impl Responder {
     /// Handles one datagram. On `Some(reply)`, `out[..reply.len]` is the reply
     /// to send to `peer`; it still needs its transmit timestamp, written by
     /// [`Responder::stamp_transmit`] just before the reply is handed to the
-    /// kernel (see `server::departure`).
+    /// kernel (see `server::io::departure`).
     ///
     /// The datagram is checked in full before access control sees it, so
     /// garbage and requests that would never be answered (other modes, bad
@@ -226,45 +169,12 @@ pub struct Reply {
     pub kind: ReplyKind,
 }
 
-/// restrict first, then, for `limited` sources, the rate limiter: over the
-/// limit, 1 in 2^leak is answered anyway (poll raised), else a RATE KoD where
-/// `kod` allows and none was sent this interval, else a silent drop.
-#[inline]
-fn decide_access(
-    control: &AccessControl,
-    leak: &mut LeakRng,
-    stats: &WorkerStats,
-    ip: IpAddr,
-    now_ns: i64,
-) -> Access {
-    let flags = control.restrict.flags(ip);
-    if flags.contains(RestrictFlags::IGNORE) || flags.contains(RestrictFlags::NOSERVE) {
-        return Access::Deny;
-    }
-    if !flags.contains(RestrictFlags::LIMITED) {
-        return Access::Serve;
-    }
-    let limiter = &control.limiter;
-    let params = limiter.params();
-    // Rolled before the limiter so that a leaked answer does not use up the
-    // client's KoD allowance.
-    let leaked = leak.leak(params.leak);
-    let want_kod = !leaked && flags.contains(RestrictFlags::KOD);
-    match limiter.check(ip, now_ns, want_kod) {
-        Verdict::Allow => Access::Serve,
-        Verdict::Limited { .. } if leaked => {
-            stats.rate_limit_leaked.bump();
-            Access::ServeRaisingPoll(params.interval)
-        }
-        Verdict::Limited { send_kod: true } => Access::Kod(params.interval),
-        Verdict::Limited { send_kod: false } => Access::Limit,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::server::access::ratelimit::RateLimiter;
+    use crate::server::access::restrict::RestrictTable;
     use crate::state::shared_state;
 
     /// A responder under `restrict default kod limited` with the given limits.

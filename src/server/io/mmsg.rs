@@ -7,23 +7,19 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::clock::system_unix_ns;
-use crate::server::cmsg::{
-    parse_control, parse_sockaddr, write_source_pktinfo, RxMeta, RX_CONTROL_SPACE, SOCKADDR_SPACE,
-    TX_CONTROL_SPACE,
-};
-use crate::server::departure::DepartureClock;
+use super::cmsg::{RX_CONTROL_SPACE, SOCKADDR_SPACE};
+use super::departure::DepartureClock;
+use super::sockets::ListenSocket;
+use super::transmit::{SendCall, TxSlot};
+use super::{serve_datagram, Datagram};
 use crate::server::responder::Responder;
-use crate::server::sockets::ListenSocket;
-use crate::server::stats::{Outcome, SocketDrops};
+use crate::server::stats::SocketDrops;
 
 /// Datagrams per recvmmsg/sendmmsg call.
 const BATCH: usize = 64;
 /// Receive buffer per datagram: NTS-sized requests fit; larger ones are truncated
 /// by the kernel and dropped as oversized.
 const RX_BUFFER: usize = 2048;
-/// Replies are at most 52 bytes (header plus crypto-NAK).
-const TX_BUFFER: usize = 64;
 /// Batches drained from one socket before looking at the others again.
 const MAX_BATCHES_PER_WAKEUP: usize = 16;
 
@@ -36,14 +32,10 @@ struct Buffers {
     rx_control: Vec<Aligned<RX_CONTROL_SPACE>>,
     rx_iov: Vec<libc::iovec>,
     rx_hdr: Vec<libc::mmsghdr>,
-    tx_data: Vec<[u8; TX_BUFFER]>,
-    tx_name: Vec<Aligned<SOCKADDR_SPACE>>,
-    tx_control: Vec<Aligned<TX_CONTROL_SPACE>>,
-    tx_iov: Vec<libc::iovec>,
+    /// The batch's replies; never reallocated (their headers point into them).
+    tx_slots: Box<[TxSlot]>,
+    /// Copies of the slots' headers, contiguous as sendmmsg wants them.
     tx_hdr: Vec<libc::mmsghdr>,
-    /// Receive time of each reply in `tx_*` that still needs its transmit
-    /// timestamp (`None` for a Kiss-o'-Death).
-    tx_pending_rx: Vec<Option<i64>>,
     departure: DepartureClock,
 }
 
@@ -65,12 +57,8 @@ impl Buffers {
             rx_control: (0..BATCH).map(|_| Aligned([0; RX_CONTROL_SPACE])).collect(),
             rx_iov: vec![iov; BATCH],
             rx_hdr: (0..BATCH).map(|_| zeroed_mmsghdr()).collect(),
-            tx_data: vec![[0; TX_BUFFER]; BATCH],
-            tx_name: (0..BATCH).map(|_| Aligned([0; SOCKADDR_SPACE])).collect(),
-            tx_control: (0..BATCH).map(|_| Aligned([0; TX_CONTROL_SPACE])).collect(),
-            tx_iov: vec![iov; BATCH],
+            tx_slots: (0..BATCH).map(|_| TxSlot::default()).collect(),
             tx_hdr: (0..BATCH).map(|_| zeroed_mmsghdr()).collect(),
-            tx_pending_rx: vec![None; BATCH],
             departure: DepartureClock::default(),
         }
     }
@@ -169,73 +157,33 @@ fn serve_batch(
     responder.begin_batch();
     let mut replies = 0usize;
     for i in 0..n {
-        let hdr = &b.rx_hdr[i];
-        let len = hdr.msg_len as usize;
-        let flags = hdr.msg_hdr.msg_flags;
-        let name_len = (hdr.msg_hdr.msg_namelen as usize).min(SOCKADDR_SPACE);
-        let control_len = hdr.msg_hdr.msg_controllen.min(RX_CONTROL_SPACE);
-        let meta: RxMeta = parse_control(&b.rx_control[i].0[..control_len]);
-        drops.update(meta.socket_drops, responder.stats());
-        let Some(peer) = parse_sockaddr(&b.rx_name[i].0[..name_len]) else {
-            responder.stats().recv_errors.bump();
-            continue;
+        let hdr = &b.rx_hdr[i].msg_hdr;
+        let len = (b.rx_hdr[i].msg_len as usize).min(RX_BUFFER);
+        let name_len = (hdr.msg_namelen as usize).min(SOCKADDR_SPACE);
+        let control_len = hdr.msg_controllen.min(RX_CONTROL_SPACE);
+        let datagram = Datagram {
+            name: &b.rx_name[i].0[..name_len],
+            control: &b.rx_control[i].0[..control_len],
+            payload: &b.rx_data[i][..len],
+            truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
         };
-        let first_byte = b.rx_data[i][..len.min(RX_BUFFER)]
-            .first()
-            .copied()
-            .unwrap_or(0);
-        if flags & libc::MSG_TRUNC != 0 {
-            responder.count_unhandled(peer, first_byte, Outcome::Truncated);
-            continue;
+        let slot = &mut b.tx_slots[replies];
+        if serve_datagram(responder, socket, drops, &datagram, Some(slot)) {
+            b.tx_hdr[replies].msg_hdr = *b.tx_slots[replies].msghdr();
+            replies += 1;
         }
-        if meta.not_unicast {
-            responder.count_unhandled(peer, first_byte, Outcome::NotUnicast);
-            continue;
-        }
-        let out = &mut b.tx_data[replies];
-        let Some(reply) = responder.handle(&b.rx_data[i][..len], peer, meta.timestamp_ns, out)
-        else {
-            continue;
-        };
-        let reply_len = reply.len;
-        b.tx_pending_rx[replies] = Some(reply.rx_ns);
-        let name_len = crate::server::cmsg::write_sockaddr(&peer, &mut b.tx_name[replies].0);
-        let control_len = match (socket.wildcard, meta.local) {
-            (true, Some((local, ifindex))) => {
-                write_source_pktinfo(local, ifindex, &mut b.tx_control[replies].0)
-            }
-            _ => 0,
-        };
-        b.tx_iov[replies].iov_base = b.tx_data[replies].as_mut_ptr().cast();
-        b.tx_iov[replies].iov_len = reply_len;
-        let h = &mut b.tx_hdr[replies].msg_hdr;
-        h.msg_name = b.tx_name[replies].0.as_mut_ptr().cast();
-        h.msg_namelen = name_len as libc::socklen_t;
-        h.msg_iov = &mut b.tx_iov[replies];
-        h.msg_iovlen = 1;
-        h.msg_control = if control_len > 0 {
-            b.tx_control[replies].0.as_mut_ptr().cast()
-        } else {
-            std::ptr::null_mut()
-        };
-        h.msg_controllen = control_len as _;
-        h.msg_flags = 0;
-        replies += 1;
     }
     responder.end_batch(n);
     let mut sent = 0usize;
     while sent < replies {
-        // Transmit timestamps last: each reply at the moment it is estimated to
-        // leave, `sent` replies being already out (see server::departure).
-        let start = system_unix_ns();
-        for (position, k) in (sent..replies).enumerate() {
-            if let Some(rx_ns) = b.tx_pending_rx[k].take() {
-                let tx_ns = b.departure.departure(start, position);
-                responder.stamp_transmit(&mut b.tx_data[k], rx_ns, tx_ns);
-            }
+        // Transmit timestamps last: each reply at the moment it is estimated
+        // to leave, `sent` replies being already out.
+        let mut call = SendCall::begin(&b.departure);
+        for slot in &mut b.tx_slots[sent..replies] {
+            call.stamp(responder, slot);
         }
-        // SAFETY: headers [sent, replies) were filled above and point at buffers in
-        // `b`, which outlive the call.
+        // SAFETY: headers [sent, replies) were copied from slots that point at
+        // their own buffers in `b`, which outlive the call.
         let r = unsafe {
             libc::sendmmsg(
                 fd,
@@ -255,8 +203,7 @@ fn serve_batch(
             sent += 1;
             continue;
         }
-        b.departure
-            .observe(r as usize, system_unix_ns().saturating_sub(start));
+        call.end(&mut b.departure, r as usize);
         sent += r as usize;
     }
     n

@@ -10,15 +10,13 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::{BufRingEntry, Fd, RecvMsgOut};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
-use crate::clock::system_unix_ns;
-use crate::server::cmsg::{
-    parse_control, parse_sockaddr, write_sockaddr, write_source_pktinfo, RX_CONTROL_SPACE,
-    SOCKADDR_SPACE, TX_CONTROL_SPACE,
-};
-use crate::server::departure::DepartureClock;
+use super::cmsg::{RX_CONTROL_SPACE, SOCKADDR_SPACE};
+use super::departure::DepartureClock;
+use super::sockets::ListenSocket;
+use super::transmit::{SendCall, TxSlot};
+use super::{serve_datagram, Datagram};
 use crate::server::responder::Responder;
-use crate::server::sockets::ListenSocket;
-use crate::server::stats::{Outcome, SocketDrops};
+use crate::server::stats::SocketDrops;
 
 const SQ_ENTRIES: u32 = 4096;
 const CQ_ENTRIES: u32 = 8192;
@@ -33,7 +31,6 @@ const BUFFERS_PER_SOCKET: u16 = 256;
 const BUFFER_SIZE: usize = 2048;
 /// Replies that may be in flight at once.
 const SEND_SLOTS: usize = 2048;
-const REPLY_SPACE: usize = 64;
 
 const KIND_SHIFT: u32 = 56;
 const KIND_RECV: u64 = 1;
@@ -161,15 +158,6 @@ impl Drop for BufferRing {
     }
 }
 
-#[repr(C, align(8))]
-struct SendSlot {
-    data: [u8; REPLY_SPACE],
-    name: [u8; SOCKADDR_SPACE],
-    control: [u8; TX_CONTROL_SPACE],
-    iov: libc::iovec,
-    hdr: libc::msghdr,
-}
-
 fn zeroed_msghdr() -> libc::msghdr {
     // SAFETY: msghdr is a plain C struct of integers and pointers; zero is valid.
     unsafe { std::mem::zeroed() }
@@ -182,13 +170,13 @@ struct Worker<'a> {
     buffers: Vec<BufferRing>,
     /// One receive header per socket; never reallocated, the kernel reads them.
     receive_hdrs: Box<[libc::msghdr]>,
-    slots: Box<[SendSlot]>,
+    /// Never reallocated: the kernel reads the slots' headers.
+    slots: Box<[TxSlot]>,
     free_slots: Vec<u16>,
     sockets: &'a [ListenSocket],
-    /// Sends queued since the last submission, in queue order: the slot and,
-    /// for an answer, its request's receive time (its transmit timestamp is
-    /// written just before the submission; see server::departure).
-    unsubmitted: Vec<(u16, Option<i64>)>,
+    /// Slots queued for sending since the last submission, in queue order
+    /// (their transmit timestamps are written just before the submission).
+    unsubmitted: Vec<u16>,
     departure: DepartureClock,
     /// Kernel queue drops seen so far, per socket.
     drops: Vec<SocketDrops>,
@@ -208,18 +196,7 @@ impl<'a> Worker<'a> {
             hdr.msg_controllen = RX_CONTROL_SPACE as _;
             receive_hdrs.push(hdr);
         }
-        let slots: Box<[SendSlot]> = (0..SEND_SLOTS)
-            .map(|_| SendSlot {
-                data: [0; REPLY_SPACE],
-                name: [0; SOCKADDR_SPACE],
-                control: [0; TX_CONTROL_SPACE],
-                iov: libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                },
-                hdr: zeroed_msghdr(),
-            })
-            .collect();
+        let slots: Box<[TxSlot]> = (0..SEND_SLOTS).map(|_| TxSlot::default()).collect();
         Ok(Worker {
             ring,
             buffers,
@@ -257,20 +234,16 @@ impl<'a> Worker<'a> {
     /// teaches the departure estimate.
     fn submit_and_wait(&mut self, responder: &Responder, wait: usize) -> io::Result<usize> {
         let sends = self.unsubmitted.len();
-        let start = system_unix_ns();
-        for (position, &(slot, pending_rx)) in self.unsubmitted.iter().enumerate() {
-            if let Some(rx_ns) = pending_rx {
-                let tx_ns = self.departure.departure(start, position);
-                responder.stamp_transmit(&mut self.slots[slot as usize].data, rx_ns, tx_ns);
-            }
+        let mut call = SendCall::begin(&self.departure);
+        for &index in &self.unsubmitted {
+            call.stamp(responder, &mut self.slots[index as usize]);
         }
         self.unsubmitted.clear();
         let submitted = self.ring.submit_and_wait(wait);
         if sends > 0 {
             // Sends complete inline, so with sends queued the call does not
             // wait for a datagram: its length is the cost of the sends.
-            self.departure
-                .observe(sends, system_unix_ns().saturating_sub(start));
+            call.end(&mut self.departure, sends);
         }
         submitted
     }
@@ -377,60 +350,36 @@ impl<'a> Worker<'a> {
             responder.stats().recv_errors.bump();
             return Ok(());
         };
-        let meta = parse_control(msg.control_data());
-        self.drops[socket].update(meta.socket_drops, responder.stats());
-        let Some(peer) = parse_sockaddr(msg.name_data()) else {
-            responder.stats().recv_errors.bump();
+        let datagram = Datagram {
+            name: msg.name_data(),
+            control: msg.control_data(),
+            payload: msg.payload_data(),
+            truncated: msg.is_payload_truncated(),
+        };
+        let slot_index = self.free_slots.pop();
+        let slot = slot_index.map(|i| &mut self.slots[i as usize]);
+        let queued = serve_datagram(
+            responder,
+            &self.sockets[socket],
+            &mut self.drops[socket],
+            &datagram,
+            slot,
+        );
+        let Some(slot_index) = slot_index else {
             return Ok(());
         };
-        let first_byte = msg.payload_data().first().copied().unwrap_or(0);
-        if msg.is_payload_truncated() {
-            responder.count_unhandled(peer, first_byte, Outcome::Truncated);
-            return Ok(());
-        }
-        if meta.not_unicast {
-            responder.count_unhandled(peer, first_byte, Outcome::NotUnicast);
-            return Ok(());
-        }
-        let Some(slot_index) = self.free_slots.pop() else {
-            // Every reply slot is in flight: an overload drop, counted.
-            responder.count_unhandled(peer, first_byte, Outcome::Overload);
-            return Ok(());
-        };
-        let slot = &mut self.slots[slot_index as usize];
-        let Some(reply) =
-            responder.handle(msg.payload_data(), peer, meta.timestamp_ns, &mut slot.data)
-        else {
+        if !queued {
             self.free_slots.push(slot_index);
             return Ok(());
-        };
-        let reply_len = reply.len;
-        let name_len = write_sockaddr(&peer, &mut slot.name);
-        let control_len = match (self.sockets[socket].wildcard, meta.local) {
-            (true, Some((local, ifindex))) => {
-                write_source_pktinfo(local, ifindex, &mut slot.control)
-            }
-            _ => 0,
-        };
-        slot.iov.iov_base = slot.data.as_mut_ptr().cast();
-        slot.iov.iov_len = reply_len;
-        slot.hdr.msg_name = slot.name.as_mut_ptr().cast();
-        slot.hdr.msg_namelen = name_len as libc::socklen_t;
-        slot.hdr.msg_iov = &mut slot.iov;
-        slot.hdr.msg_iovlen = 1;
-        slot.hdr.msg_control = if control_len > 0 {
-            slot.control.as_mut_ptr().cast()
-        } else {
-            std::ptr::null_mut()
-        };
-        slot.hdr.msg_controllen = control_len as _;
+        }
         let fd = self.sockets[socket].socket.as_raw_fd();
-        let entry = opcode::SendMsg::new(Fd(fd), &slot.hdr as *const libc::msghdr)
+        let hdr: *const libc::msghdr = self.slots[slot_index as usize].msghdr();
+        let entry = opcode::SendMsg::new(Fd(fd), hdr)
             .build()
             .user_data(user_data(KIND_SEND, slot_index as usize));
         self.make_room(responder)?;
         self.push(entry)?;
-        self.unsubmitted.push((slot_index, Some(reply.rx_ns)));
+        self.unsubmitted.push(slot_index);
         Ok(())
     }
 }
@@ -449,7 +398,7 @@ pub fn run(
 /// needs, by doing it: a multishot receive over a buffer ring on a loopback socket.
 pub fn probe() -> Result<(), String> {
     let run_probe = || -> io::Result<()> {
-        let listener = crate::server::sockets::open_listen_socket(
+        let listener = crate::server::io::sockets::open_listen_socket(
             "127.0.0.1:0".parse().unwrap(),
             crate::config::DEFAULT_RCVBUF,
         )?;

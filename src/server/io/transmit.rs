@@ -1,0 +1,131 @@
+//! Sending: one home for every backend. A [`TxSlot`] holds one reply with
+//! its destination, its source-address control message and the `msghdr`
+//! that points at them; a [`SendCall`] writes the transmit timestamps of the
+//! replies one send call hands to the kernel, each at its estimated
+//! departure (see `departure`), and learns the cost of a send from it.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::cmsg::{write_sockaddr, write_source_pktinfo, SOCKADDR_SPACE, TX_CONTROL_SPACE};
+use super::departure::DepartureClock;
+use crate::clock::system_unix_ns;
+use crate::server::responder::{Reply, Responder};
+
+/// Room for a reply: at most the 48-byte header and a 4-byte crypto-NAK.
+pub const REPLY_SPACE: usize = 64;
+
+/// One reply ready to send. The `msghdr` points into the slot itself, so a
+/// slot is addressed ([`TxSlot::address`]) where it will stay until the
+/// kernel is done with it: in a boxed slice that is never reallocated.
+#[repr(C, align(8))]
+pub struct TxSlot {
+    data: [u8; REPLY_SPACE],
+    name: [u8; SOCKADDR_SPACE],
+    control: [u8; TX_CONTROL_SPACE],
+    iov: libc::iovec,
+    hdr: libc::msghdr,
+    /// The reply, as the responder built it; its request's receive time
+    /// is needed to stamp it.
+    reply: Option<Reply>,
+}
+
+fn zeroed_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is a plain C struct of integers and pointers; all-zero
+    // bytes are a valid (empty) value.
+    unsafe { std::mem::zeroed() }
+}
+
+impl Default for TxSlot {
+    fn default() -> Self {
+        TxSlot {
+            data: [0; REPLY_SPACE],
+            name: [0; SOCKADDR_SPACE],
+            control: [0; TX_CONTROL_SPACE],
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            hdr: zeroed_msghdr(),
+            reply: None,
+        }
+    }
+}
+
+impl TxSlot {
+    /// Where the responder writes the reply.
+    pub fn buffer(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+
+    /// Addresses `reply` (already in [`TxSlot::buffer`]) to `peer`, from
+    /// `source` (the request's destination and interface, on wildcard
+    /// sockets), and points the `msghdr` at the slot's own buffers.
+    pub fn address(&mut self, reply: Reply, peer: &SocketAddr, source: Option<(IpAddr, u32)>) {
+        let name_len = write_sockaddr(peer, &mut self.name);
+        let control_len = match source {
+            Some((local, ifindex)) => write_source_pktinfo(local, ifindex, &mut self.control),
+            None => 0,
+        };
+        self.iov.iov_base = self.data.as_mut_ptr().cast();
+        self.iov.iov_len = reply.len.min(REPLY_SPACE);
+        self.hdr.msg_name = self.name.as_mut_ptr().cast();
+        self.hdr.msg_namelen = name_len as libc::socklen_t;
+        self.hdr.msg_iov = &mut self.iov;
+        self.hdr.msg_iovlen = 1;
+        self.hdr.msg_control = if control_len > 0 {
+            self.control.as_mut_ptr().cast()
+        } else {
+            std::ptr::null_mut()
+        };
+        self.hdr.msg_controllen = control_len as _;
+        self.hdr.msg_flags = 0;
+        self.reply = Some(reply);
+    }
+
+    /// The header to hand to `sendmsg`/`sendmmsg`/io_uring; valid while the
+    /// slot neither moves nor is addressed again.
+    pub fn msghdr(&self) -> &libc::msghdr {
+        &self.hdr
+    }
+
+    /// Writes the transmit timestamp, at `tx_ns`, once.
+    fn stamp(&mut self, responder: &Responder, tx_ns: i64) {
+        if let Some(reply) = self.reply.take() {
+            responder.stamp_transmit(&mut self.data[..reply.len], reply.rx_ns, tx_ns);
+        }
+    }
+}
+
+/// One send call's replies, stamped in the order the kernel sends them:
+/// the `i`-th stamped at the call's start plus `i` sends (see `departure`).
+/// Both backends send through it, so the estimate is made and learned in
+/// one place.
+pub struct SendCall {
+    estimate: DepartureClock,
+    start_ns: i64,
+    stamped: usize,
+}
+
+impl SendCall {
+    /// Reads the clock: the call's replies are handed to the kernel now.
+    pub fn begin(estimate: &DepartureClock) -> SendCall {
+        SendCall {
+            estimate: *estimate,
+            start_ns: system_unix_ns(),
+            stamped: 0,
+        }
+    }
+
+    /// Stamps the next reply of the call.
+    pub fn stamp(&mut self, responder: &Responder, slot: &mut TxSlot) {
+        let tx_ns = self.estimate.departure(self.start_ns, self.stamped);
+        slot.stamp(responder, tx_ns);
+        self.stamped += 1;
+    }
+
+    /// After the call handed `sent` replies to the kernel: the time it took
+    /// teaches the estimate.
+    pub fn end(self, estimate: &mut DepartureClock, sent: usize) {
+        estimate.observe(sent, system_unix_ns().saturating_sub(self.start_ns));
+    }
+}
