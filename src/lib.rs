@@ -15,3 +15,4 @@ pub mod proto;
 pub mod server;
 pub mod state;
 pub mod sync;
+pub mod telemetry;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::clock::system_unix_ns;
-use crate::metrics::histogram::Snapshot;
+use crate::telemetry::histogram::Snapshot;
 use crate::server::stats::{merged, sum, total, Outcome, WorkerStats, OUTCOMES};
 use crate::state::{unix_ns_to_ntp, StateReader};
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::clock::system_unix_ns;
 use crate::control::SourceRow;
-use crate::metrics::histogram::Snapshot;
+use crate::telemetry::histogram::Snapshot;
 use crate::server::access::SharedAccess;
 use crate::server::stats::{self, merged, WorkerStats, FAMILIES, OUTCOMES};
 use crate::state::{unix_ns_to_ntp, StateReader};

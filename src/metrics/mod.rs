@@ -1,5 +1,4 @@
-//! Metrics: per-worker histograms, the Prometheus text format, the HTTP endpoint.
+//! Metrics: the Prometheus text format and its HTTP endpoint.
 
 pub mod exposition;
-pub mod histogram;
 pub mod http;

@@ -11,6 +11,6 @@ pub mod request;
 pub mod time;
 
 pub use packet::{Header, LeapIndicator, Mode, HEADER_LEN};
-pub use reply::{respond, Access, DropReason, ReplyAction, SystemInfo};
-pub use request::{parse_client_request, ClientRequest};
+pub use reply::{respond, Access, ReplyAction, SystemInfo};
+pub use request::{parse_client_request, ClientRequest, DropReason};
 pub use time::{NtpShort, NtpTimestamp};

@@ -5,7 +5,7 @@
 //! possible before the reply is queued.
 
 use super::packet::{Header, LeapIndicator, Mode, HEADER_LEN, TRANSMIT_OFFSET};
-use super::request::ClientRequest;
+use super::request::{ClientRequest, DropReason};
 use super::time::{NtpShort, NtpTimestamp};
 
 /// Root dispersion grows at this rate from the last clock update (RFC 5905 PHI).
@@ -70,39 +70,6 @@ pub enum Access {
     Limit,
     /// `restrict ... ignore` or `noserve`: drop silently.
     Deny,
-}
-
-/// Why a datagram got no answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    /// Shorter than the 48-byte header.
-    TooShort,
-    /// Version 0 or 5..=7.
-    BadVersion,
-    /// Any mode but 3 (client).
-    UnsupportedMode(u8),
-    /// Malformed extension fields or trailing garbage.
-    BadTrailer,
-    /// Refused by a restrict rule.
-    Denied,
-    /// Over the rate limit.
-    RateLimited,
-    /// The caller's reply buffer cannot hold the reply (a caller bug, never the peer's).
-    BufferTooSmall,
-}
-
-impl DropReason {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            DropReason::TooShort => "too_short",
-            DropReason::BadVersion => "bad_version",
-            DropReason::UnsupportedMode(_) => "unsupported_mode",
-            DropReason::BadTrailer => "bad_extension",
-            DropReason::Denied => "denied",
-            DropReason::RateLimited => "rate_limited",
-            DropReason::BufferTooSmall => "buffer_too_small",
-        }
-    }
 }
 
 /// The outcome of [`respond`].

@@ -6,8 +6,40 @@
 
 use super::ext::{walk_trailer, MacKind};
 use super::packet::{Header, Mode, HEADER_LEN};
-use super::reply::DropReason;
 use super::time::NtpTimestamp;
+
+/// Why a datagram got no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than the 48-byte header.
+    TooShort,
+    /// Version 0 or 5..=7.
+    BadVersion,
+    /// Any mode but 3 (client).
+    UnsupportedMode(u8),
+    /// Malformed extension fields or trailing garbage.
+    BadTrailer,
+    /// Refused by a restrict rule.
+    Denied,
+    /// Over the rate limit.
+    RateLimited,
+    /// The caller's reply buffer cannot hold the reply (a caller bug, never the peer's).
+    BufferTooSmall,
+}
+
+impl DropReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DropReason::TooShort => "too_short",
+            DropReason::BadVersion => "bad_version",
+            DropReason::UnsupportedMode(_) => "unsupported_mode",
+            DropReason::BadTrailer => "bad_extension",
+            DropReason::Denied => "denied",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::BufferTooSmall => "buffer_too_small",
+        }
+    }
+}
 
 /// A well-formed client request: what the reply is built from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,34 +2,11 @@
 //! only writer, so a bump is a plain load and store (no locked instruction, no
 //! shared cache line); readers (metrics, logs, tests) sum over workers.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::metrics::histogram::{Histogram, Snapshot};
+use crate::telemetry::histogram::{Histogram, Snapshot};
+pub use crate::telemetry::Counter;
 use crate::proto::DropReason;
-
-#[derive(Default, Debug)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Single-writer increment.
-    #[inline]
-    pub fn add(&self, n: u64) {
-        self.0.store(
-            self.0.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
-    }
-
-    #[inline]
-    pub fn bump(&self) {
-        self.add(1);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 /// What became of a received datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

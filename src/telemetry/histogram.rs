@@ -7,7 +7,7 @@
 //! record, so an idle worker stalls or truncates a scrape; here a scrape simply
 //! reads the atomics.
 
-use crate::server::stats::Counter;
+use super::Counter;
 
 const SUB_BITS: u32 = 3;
 const SUB: usize = 1 << SUB_BITS;
