@@ -870,3 +870,64 @@ fn rcvbuf_takes_bytes_kilobytes_and_megabytes() {
         .message
         .contains("rcvbuf: already set on line 1"));
 }
+
+#[test]
+fn ipv4_mapped_rules_become_ipv4_rules() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    for (line, target) in [
+        (
+            "restrict ::ffff:192.0.2.0/120 noserve",
+            net("192.0.2.0", 24),
+        ),
+        (
+            "restrict ::ffff:192.0.2.77/120 noserve",
+            net("192.0.2.0", 24),
+        ),
+        ("restrict ::ffff:192.0.2.7 noserve", net("192.0.2.7", 32)),
+        (
+            "restrict [::ffff:192.0.2.0]/127 noserve",
+            net("192.0.2.0", 31),
+        ),
+        (
+            "restrict ::ffff:192.0.2.0 mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00 noserve",
+            net("192.0.2.0", 24),
+        ),
+        (
+            "restrict -4 ::ffff:10.1.2.3/112 noserve",
+            net("10.1.0.0", 16),
+        ),
+        (
+            "restrict ::ffff:0.0.0.0/96 noserve",
+            RestrictTarget::Default { family: Family::V4 },
+        ),
+    ] {
+        let config = ok(line);
+        assert_eq!(config.restrict[0].target, target, "{line}");
+    }
+    // The converted rule covers the clients it names, however they arrive.
+    let target = ok("restrict ::ffff:192.0.2.0/120 noserve").restrict[0].target;
+    assert!(target.matches(ip("192.0.2.200")));
+    assert!(target.matches(ip("::ffff:192.0.2.200")));
+    assert!(!target.matches(ip("192.0.3.1")));
+    assert_eq!(target.to_string(), "192.0.2.0/24");
+    // The same network written both ways is one rule.
+    let merged = ok("restrict 192.0.2.0/24 noquery\nrestrict ::ffff:192.0.2.0/120 noserve\n");
+    assert_eq!(merged.restrict.len(), 1);
+    assert_eq!(
+        merged.restrict[0].flags,
+        RestrictFlags::NOQUERY | RestrictFlags::NOSERVE
+    );
+
+    // Shorter than /96 reaches beyond the IPv4-mapped range: no IPv4 rule means that.
+    let e = err("restrict ::ffff:192.0.2.0/64 noserve\n");
+    assert!(
+        e.starts_with("ntp.conf:1: restrict: ::ffff:192.0.2.0/64"),
+        "{e}"
+    );
+    assert!(e.contains("IPv4-mapped"), "{e}");
+    let e = err("restrict ::ffff:192.0.2.0 mask ffff:ffff:: noserve\n");
+    assert!(e.contains("IPv4-mapped"), "{e}");
+    let e = err("restrict -6 ::ffff:192.0.2.1\n");
+    assert!(e.contains("-6 given"), "{e}");
+    assert!(e.contains("IPv4-mapped"), "{e}");
+}
