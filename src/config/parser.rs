@@ -1,9 +1,12 @@
 //! Lines, tokens and directives.
 
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::{
-    addr, restrict, upstream, ClockChoice, Config, ConfigError, ConfigWarning, IoChoice, SourceKind,
+    addr, restrict, upstream, ClockChoice, Config, ConfigError, ConfigWarning, IoChoice,
+    RestrictTarget, SourceKind,
 };
 
 const SUPPORTED: &str = "server, pool, driftfile, leapfile, restrict, ratelimit, listen, \
@@ -130,6 +133,12 @@ struct Parser {
     config: Config,
     /// Singleton directives seen, with the line that last set each.
     seen: Vec<(&'static str, usize)>,
+    /// Where each restrict target is in `config.restrict`, so a repeated
+    /// target is found in constant time (files may hold 100k+ rules).
+    rule_index: HashMap<RestrictTarget, usize>,
+    /// The line of each (kind, lowercase host) in `config.servers`.
+    server_lines: HashMap<(SourceKind, String), usize>,
+    listen_seen: HashSet<SocketAddr>,
 }
 
 impl Parser {
@@ -152,6 +161,9 @@ impl Parser {
                 warnings: Vec::new(),
             },
             seen: Vec::new(),
+            rule_index: HashMap::new(),
+            server_lines: HashMap::new(),
+            listen_seen: HashSet::new(),
         }
     }
 
@@ -197,7 +209,7 @@ impl Parser {
             "listen" => {
                 let token = exactly_one("listen", args, "an address such as 192.0.2.1")?;
                 let addr = addr::parse_listen(token)?;
-                if self.config.listen.contains(&addr) {
+                if !self.listen_seen.insert(addr) {
                     self.warn(
                         line,
                         format!("listen: {addr} is already listed; this line is ignored"),
@@ -295,13 +307,8 @@ impl Parser {
         let Some(server) = parsed else {
             return Ok(());
         };
-        let duplicate = self
-            .config
-            .servers
-            .iter()
-            .find(|s| s.kind == server.kind && s.host.eq_ignore_ascii_case(&server.host))
-            .map(|s| s.line);
-        match duplicate {
+        let key = (server.kind, server.host.to_ascii_lowercase());
+        match self.server_lines.get(&key) {
             Some(first) => self.warn(
                 line,
                 format!(
@@ -310,7 +317,10 @@ impl Parser {
                     server.host
                 ),
             ),
-            None => self.config.servers.push(server),
+            None => {
+                self.server_lines.insert(key, server.line);
+                self.config.servers.push(server);
+            }
         }
         Ok(())
     }
@@ -324,13 +334,9 @@ impl Parser {
         let Some(rule) = parsed else {
             return Ok(());
         };
-        match self
-            .config
-            .restrict
-            .iter_mut()
-            .find(|r| r.target == rule.target)
-        {
-            Some(existing) => {
+        match self.rule_index.get(&rule.target) {
+            Some(&index) => {
+                let existing = &mut self.config.restrict[index];
                 existing.flags.insert(rule.flags);
                 let message = format!(
                     "restrict {}: same address and mask as line {}; the flags are combined \
@@ -339,7 +345,11 @@ impl Parser {
                 );
                 self.warn(line, message);
             }
-            None => self.config.restrict.push(rule),
+            None => {
+                self.rule_index
+                    .insert(rule.target, self.config.restrict.len());
+                self.config.restrict.push(rule);
+            }
         }
         Ok(())
     }
