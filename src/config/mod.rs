@@ -60,6 +60,15 @@ pub const DEFAULT_RCVBUF: usize = 1 << 20;
 /// low load; above 256 MiB nothing is gained but delay.
 pub const RCVBUF_RANGE: std::ops::RangeInclusive<usize> = (16 << 10)..=(256 << 20);
 
+/// The most a configuration file may hold, in bytes: far above any real
+/// file (the largest pool operators' files are well under 1 MiB), low enough
+/// that a wrong path such as `/dev/zero` is refused at once instead of
+/// filling memory.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// The longest line, in bytes.
+pub const MAX_LINE_BYTES: usize = 4096;
+
 /// The source name of [`Config::embedded_default`].
 const EMBEDDED_SOURCE: &str = "<embedded default>";
 
@@ -107,28 +116,13 @@ impl Config {
     }
 
     /// Reads and parses a configuration file. A file that cannot be read is
-    /// reported with line 0 and the operating system's message.
+    /// reported with line 0 and the operating system's message; so is one
+    /// larger than [`MAX_FILE_BYTES`], of which no more than that is read.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let source = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| ConfigError {
-            source: source.clone(),
-            line: 0,
-            message: format!("cannot read the configuration file: {e}"),
-        })?;
-        match String::from_utf8(bytes) {
-            Ok(text) => Config::parse(&text, &source),
-            Err(e) => {
-                let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-                let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
-                Err(ConfigError {
-                    source,
-                    line,
-                    message: "the line is not valid UTF-8".to_string(),
-                })
-            }
-        }
+        let text = read_text(path, &source)?;
+        Config::parse(&text, &source)
     }
-
     /// The configuration of [`EMBEDDED_DEFAULT`].
     pub fn embedded_default() -> Config {
         match Config::parse(EMBEDDED_DEFAULT, EMBEDDED_SOURCE) {
@@ -137,6 +131,35 @@ impl Config {
             Err(e) => panic!("the embedded default configuration does not parse: {e}"),
         }
     }
+}
+
+/// The whole of a file as text, read with a size limit.
+fn read_text(path: &Path, source: &str) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let located = |line: usize, message: String| ConfigError {
+        source: source.to_string(),
+        line,
+        message,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| located(0, format!("cannot read the configuration file: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(located(
+            0,
+            format!(
+                "the file is larger than {} MiB, the limit for a configuration file; \
+                 is this the right path?",
+                MAX_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
+        located(line, "the line is not valid UTF-8".to_string())
+    })
 }
 
 /// The packet I/O backend (`io uring|mmsg|auto`).

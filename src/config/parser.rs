@@ -110,6 +110,16 @@ pub(super) fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
     let mut parser = Parser::new(source);
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
+        if raw.len() > super::MAX_LINE_BYTES {
+            return Err(ConfigError {
+                source: source.to_string(),
+                line,
+                message: format!(
+                    "the line is longer than {} bytes, the limit for one line",
+                    super::MAX_LINE_BYTES
+                ),
+            });
+        }
         let content = match raw.split_once('#') {
             Some((before, _comment)) => before,
             None => raw,

@@ -984,3 +984,43 @@ fn many_distinct_lines_parse_in_linear_time() {
         "200k lines took {ratio:.1} times as long as 20k"
     );
 }
+
+#[test]
+fn oversized_files_are_refused_unread() {
+    // Comment lines, so only the size can be at fault.
+    let line = format!("# {}\n", "x".repeat(77));
+    let lines = (MAX_FILE_BYTES as usize) / line.len() + 1;
+    let file = TempFile::new("huge.conf", line.repeat(lines).as_bytes());
+    let e = Config::load(&file.0).unwrap_err();
+    assert_eq!(e.line, 0);
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(&format!("{}: ", file.0.display())),
+        "{shown}"
+    );
+    assert!(shown.contains("larger than 16 MiB"), "{shown}");
+    // Just under the limit loads.
+    let fits = TempFile::new("big.conf", line.repeat(lines - 1).as_bytes());
+    assert!(Config::load(&fits.0).is_ok());
+}
+
+#[test]
+fn endless_files_are_cut_at_the_limit() {
+    // Used to grow memory until killed.
+    let e = Config::load(Path::new("/dev/zero")).unwrap_err();
+    assert_eq!(e.source, "/dev/zero");
+    assert!(e.message.contains("larger than 16 MiB"), "{e}");
+}
+
+#[test]
+fn overlong_lines_are_refused() {
+    let long = format!("server a\nserver {}\n", "b".repeat(5000));
+    let e = err(&long);
+    assert!(
+        e.starts_with("ntp.conf:2: the line is longer than 4096 bytes"),
+        "{e}"
+    );
+    // A long comment is still a long line: the limit is on what is read.
+    assert!(err(&format!("# {}\n", "c".repeat(5000))).starts_with("ntp.conf:1: "));
+    assert!(Config::parse(&format!("server {}\n", "b".repeat(60)), "x").is_ok());
+}
