@@ -324,7 +324,7 @@ impl Parser {
                 format!(
                     "{} {}: already configured on line {first}; this line is ignored",
                     kind.as_str(),
-                    server.host
+                    clip(&server.host)
                 ),
             ),
             None => {
@@ -382,7 +382,8 @@ impl Parser {
             .chain(IGNORED.iter().map(|(n, _)| *n))
             .collect();
         Err(format!(
-            "unknown directive '{name}'{}; supported: {SUPPORTED} (see docs/config.md)",
+            "unknown directive '{}'{}; supported: {SUPPORTED} (see docs/config.md)",
+            clip(name),
             suggestion(name, &known)
         ))
     }
@@ -482,20 +483,40 @@ pub(super) fn number_in(
     }
 }
 
-/// A token in double quotes, control characters escaped.
-pub(super) fn quoted(token: &str) -> String {
-    format!("{token:?}")
+/// At most this many characters of a token are echoed in a message, so a
+/// huge token (a 10 MB host name) does not become a huge log line.
+const ECHO_CHARS: usize = 64;
+
+/// At most this many tokens of a list are echoed in a message.
+const ECHO_TOKENS: usize = 8;
+
+/// `token`, or its first [`ECHO_CHARS`] characters, `…` and its length.
+pub(super) fn clip(token: &str) -> std::borrow::Cow<'_, str> {
+    match token.char_indices().nth(ECHO_CHARS) {
+        None => token.into(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &token[..cut], token.len()).into(),
+    }
 }
 
+/// A token in double quotes, control characters escaped, clipped like
+/// [`clip`].
+pub(super) fn quoted(token: &str) -> String {
+    match token.char_indices().nth(ECHO_CHARS) {
+        None => format!("{token:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &token[..cut], token.len()),
+    }
+}
+
+/// Tokens quoted and separated by spaces, at most [`ECHO_TOKENS`] of them.
 fn quoted_all(tokens: &[&str]) -> String {
     if tokens.is_empty() {
         return "nothing".to_string();
     }
-    tokens
-        .iter()
-        .map(|t| quoted(t))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut shown: Vec<String> = tokens.iter().take(ECHO_TOKENS).map(|t| quoted(t)).collect();
+    if tokens.len() > ECHO_TOKENS {
+        shown.push(format!("and {} more", tokens.len() - ECHO_TOKENS));
+    }
+    shown.join(" ")
 }
 
 /// ` (did you mean "X"?)` when a candidate is a near miss, else nothing.
@@ -568,5 +589,23 @@ mod tests {
         assert!(number_in("n", Some("x"), (1, 9)).is_err());
         assert!(number_in("n", None, (1, 9)).is_err());
         assert_eq!(quoted("a\tb"), "\"a\\tb\"");
+    }
+
+    #[test]
+    fn echoed_tokens_are_clipped() {
+        let huge = "x".repeat(10 << 20);
+        let shown = quoted(&huge);
+        assert_eq!(shown, format!("\"{}\"… (10485760 bytes)", "x".repeat(64)));
+        assert_eq!(clip(&huge), format!("{}… (10485760 bytes)", "x".repeat(64)));
+        // Cut at a character boundary, counted in characters.
+        let wide = "é".repeat(100);
+        assert_eq!(clip(&wide), format!("{}… (200 bytes)", "é".repeat(64)));
+        let exact = "y".repeat(64);
+        assert_eq!(clip(&exact), exact.as_str());
+        let many: Vec<&str> = vec!["t"; 20];
+        assert_eq!(
+            quoted_all(&many),
+            format!("{} and 12 more", ["\"t\""; 8].join(" "))
+        );
     }
 }

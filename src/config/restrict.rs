@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::{BitOr, BitOrAssign};
 
-use super::parser::{number_in, quoted, suggestion};
+use super::parser::{clip, number_in, quoted, suggestion};
 
 /// Which address family a `default` rule covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -337,11 +337,11 @@ fn parse_net(
         (Some(_), Some(_)) => {
             return Err(format!(
                 "restrict: {}: give either /LEN or mask, not both",
-                token
+                clip(token)
             ))
         }
         (Some(len), None) => {
-            let what = format!("restrict: {addr_text}: prefix length");
+            let what = format!("restrict: {}: prefix length", clip(addr_text));
             number_in(&what, Some(len), (0, max))? as u8
         }
         (None, Some(mask)) => mask_prefix(addr, mask)?,
@@ -390,7 +390,7 @@ pub(super) fn network(
                     "{directive}: {} covers more than the IPv4-mapped addresses \
                      ::ffff:0:0/96, and clients are matched by the IPv4 address a mapped \
                      one carries: write an IPv4 rule, or a prefix of 96 or more",
-                    token
+                    clip(token)
                 ));
             }
             (IpAddr::V4(v4), prefix_len - MAPPED_PREFIX)

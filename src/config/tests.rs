@@ -1024,3 +1024,35 @@ fn overlong_lines_are_refused() {
     assert!(err(&format!("# {}\n", "c".repeat(5000))).starts_with("ntp.conf:1: "));
     assert!(Config::parse(&format!("server {}\n", "b".repeat(60)), "x").is_ok());
 }
+
+#[test]
+fn long_tokens_are_clipped_in_messages() {
+    let long = "h".repeat(3000);
+    for text in [
+        format!("server {long}\n"),
+        format!("server {long}.example\n"),
+        format!("{long}\n"),
+        format!("restrict {long}\n"),
+        format!("restrict default {long}\n"),
+        format!("restrict 10.0.0.0/8{long} mask 255.0.0.0\n"),
+        format!("listen {long}\n"),
+        format!("workers {long}\n"),
+        format!("driftfile /a {long}\n"),
+        format!("server a minpoll {long}\n"),
+        format!("server a {long}\n"),
+    ] {
+        let e = err(&text);
+        assert!(e.len() < 1000, "{} bytes: {e}", e.len());
+        assert!(e.contains("… (3"), "{e}");
+    }
+    // A valid but long host name, in a warning.
+    let label = "a".repeat(63);
+    let name = format!("{label}.{label}.{label}.example");
+    let config = ok(&format!("server {name}\nserver {name}\n"));
+    let warning = &config.warnings[0].message;
+    assert!(warning.len() < 200, "{warning}");
+    assert!(
+        warning.contains(&format!("… ({} bytes)", name.len())),
+        "{warning}"
+    );
+}

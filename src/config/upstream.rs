@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::parser::{number_in, quoted, suggestion};
+use super::parser::{clip, number_in, quoted, suggestion};
 
 /// Poll interval bounds, as log2 seconds.
 pub(super) const DEFAULT_MINPOLL: i8 = 6;
@@ -90,13 +90,15 @@ pub(super) fn parse(
     match (family, ip) {
         (Some("-4"), Some(IpAddr::V6(_))) | (Some("-6"), Some(IpAddr::V4(_))) => {
             return Err(format!(
-                "{directive}: {} does not match the address family of {host}",
-                family.unwrap_or_default()
+                "{directive}: {} does not match the address family of {}",
+                family.unwrap_or_default(),
+                clip(&host)
             ));
         }
         (Some(flag), _) => warnings.push(format!(
-            "{directive} {host}: \"{flag}\" is ignored by tachyon (the address family \
-             follows what the name resolves to)"
+            "{directive} {}: \"{flag}\" is ignored by tachyon (the address family \
+             follows what the name resolves to)",
+            clip(&host)
         )),
         (None, _) => {}
     }
@@ -115,7 +117,7 @@ pub(super) fn parse(
     let mut minpoll = None;
     let mut maxpoll = None;
     let mut ignored = Vec::new();
-    let what = format!("{directive} {}", config.host);
+    let what = format!("{directive} {}", clip(&config.host));
     while let Some(option) = args.next() {
         match option {
             "iburst" => config.iburst = true,
