@@ -9,10 +9,8 @@ use super::{
     RestrictTarget, SourceKind,
 };
 
-const SUPPORTED: &str = "server, pool, driftfile, leapfile, restrict, ratelimit, listen, \
-                         workers, io, metrics, clock, local";
-
-const DIRECTIVES: &[&str] = &[
+/// Every directive tachyon acts on: the one list that messages show.
+pub(super) const DIRECTIVES: &[&str] = &[
     "server",
     "pool",
     "driftfile",
@@ -382,9 +380,10 @@ impl Parser {
             .chain(IGNORED.iter().map(|(n, _)| *n))
             .collect();
         Err(format!(
-            "unknown directive '{}'{}; supported: {SUPPORTED} (see docs/config.md)",
+            "unknown directive '{}'{}; supported: {} (see docs/config.md)",
             clip(name),
-            suggestion(name, &known)
+            suggestion(name, &known),
+            DIRECTIVES.join(", ")
         ))
     }
 

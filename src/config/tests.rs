@@ -1056,3 +1056,35 @@ fn long_tokens_are_clipped_in_messages() {
         "{warning}"
     );
 }
+
+#[test]
+fn unknown_directive_lists_every_supported_one() {
+    let e = err("frobnicate\n");
+    let list = e
+        .split("supported: ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (see").next())
+        .unwrap_or_else(|| panic!("{e}"));
+    let listed: Vec<&str> = list.split(", ").collect();
+    for name in super::parser::DIRECTIVES {
+        assert!(listed.contains(name), "{name} missing from: {e}");
+    }
+    assert_eq!(listed.len(), super::parser::DIRECTIVES.len(), "{e}");
+    // Every listed directive is one the parser acts on: none is unknown.
+    for name in listed {
+        let e = Config::parse(&format!("{name}\n"), "x").unwrap_err();
+        assert!(!e.message.contains("unknown directive"), "{name}: {e}");
+    }
+}
+
+/// The sample messages in docs/config.md are the ones the parser writes.
+#[test]
+fn documented_unknown_directive_message_is_current() {
+    let doc = include_str!("../../docs/config.md");
+    let shown = err("frobnicate\n");
+    let message = shown.strip_prefix("ntp.conf:1: ").unwrap();
+    assert!(
+        doc.contains(&format!("/etc/ntp.conf:12: {message}")),
+        "docs/config.md does not show: {message}"
+    );
+}
