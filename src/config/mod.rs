@@ -301,7 +301,8 @@ pub struct RateLimitParams {
     /// Requests allowed back to back before limiting starts (1..=255).
     pub burst: u8,
     /// When limited, answer 1 in 2^leak anyway, so a spoofed flood cannot
-    /// silence the address it spoofs (0 answers everything, i.e. no limiting).
+    /// silence the address it spoofs (1..=8; the parser refuses 0, which
+    /// would answer everything, i.e. not limit at all).
     pub leak: u8,
     /// Entries in the table (rounded up to a power of two, at least 1024).
     pub table_entries: usize,

@@ -429,7 +429,7 @@ fn exactly_one<'t>(directive: &str, args: &[&'t str], expected: &str) -> Result<
 /// `ratelimit [interval I] [burst B] [leak L] [table N] [ipv6prefix P]`, in any
 /// order; what is not given keeps its default.
 fn ratelimit(args: &[&str]) -> Result<super::RateLimitParams, String> {
-    const OPTIONS: &str = "interval -4..=12, burst 1..=255, leak 0..=8, \
+    const OPTIONS: &str = "interval -4..=12, burst 1..=255, leak 1..=8, \
                            table 1024..=16777216, ipv6prefix 24..=128";
     let mut p = super::RateLimitParams::default();
     if args.is_empty() {
@@ -443,7 +443,8 @@ fn ratelimit(args: &[&str]) -> Result<super::RateLimitParams, String> {
         match *name {
             "interval" => p.interval = number_in("ratelimit interval", value, (-4, 12))? as i8,
             "burst" => p.burst = number_in("ratelimit burst", value, (1, 255))? as u8,
-            "leak" => p.leak = number_in("ratelimit leak", value, (0, 8))? as u8,
+            // leak 0 would answer every limited request, i.e. not limit at all.
+            "leak" => p.leak = number_in("ratelimit leak", value, (1, 8))? as u8,
             "table" => {
                 p.table_entries = number_in("ratelimit table", value, (1024, 1 << 24))? as usize
             }

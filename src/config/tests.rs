@@ -1088,3 +1088,18 @@ fn documented_unknown_directive_message_is_current() {
         "docs/config.md does not show: {message}"
     );
 }
+
+#[test]
+fn ratelimit_leak_must_let_some_requests_through() {
+    // leak 0 would answer every limited request: no limiting at all.
+    let e = err("server a\nratelimit leak 0\n");
+    assert!(
+        e.starts_with("ntp.conf:2: ratelimit leak: expected a number 1..=8, got \"0\""),
+        "{e}"
+    );
+    assert_eq!(ok("server a\nratelimit leak 1\n").ratelimit.leak, 1);
+    assert_eq!(ok("server a\nratelimit leak 8\n").ratelimit.leak, 8);
+    assert!(err("server a\nratelimit leak 9\n").contains("1..=8"));
+    let e = err("server a\nratelimit speed 3\n");
+    assert!(e.contains("leak 1..=8"), "{e}");
+}
