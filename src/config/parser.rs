@@ -1,30 +1,41 @@
-//! Lines, tokens and directives.
+//! The ntp.conf dialect: lines, tokens and the table of directives.
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::{
-    addr, restrict, upstream, ClockChoice, Config, ConfigError, ConfigWarning, IoChoice,
-    RestrictTarget, SourceKind,
-};
+use super::builder::{At, Builder};
+use super::model::{Config, ConfigError, RateLimitParams, MAX_LINE_BYTES};
+use super::own;
+use super::restrict;
+use super::upstream::{self, SourceKind};
+use super::words::{clip, exactly_one, number_in, quoted, quoted_all, suggestion};
 
-/// Every directive tachyon acts on: the one list that messages show.
-pub(super) const DIRECTIVES: &[&str] = &[
-    "server",
-    "pool",
-    "driftfile",
-    "leapfile",
-    "restrict",
-    "ratelimit",
-    "listen",
-    "workers",
-    "io",
-    "rcvbuf",
-    "metrics",
-    "clock",
-    "local",
+/// What a directive does to the configuration under construction.
+pub(super) type Handler = fn(&mut Builder, &At<'_>, &[&str]) -> Result<(), String>;
+
+/// Every directive tachyon acts on, and its handler: the one list that both
+/// the parser and its messages use.
+pub(super) const DIRECTIVES: &[(&str, Handler)] = &[
+    ("server", |b, at, args| {
+        source(b, at, SourceKind::Server, args)
+    }),
+    ("pool", |b, at, args| source(b, at, SourceKind::Pool, args)),
+    ("driftfile", driftfile),
+    ("leapfile", leapfile),
+    ("restrict", restrict_line),
+    ("ratelimit", ratelimit_line),
+    ("listen", own::listen),
+    ("workers", own::workers),
+    ("io", own::io),
+    ("rcvbuf", own::rcvbuf),
+    ("metrics", own::metrics),
+    ("clock", own::clock),
+    ("local", local),
 ];
+
+/// The names in [`DIRECTIVES`], in order.
+pub(super) fn directive_names() -> impl Iterator<Item = &'static str> {
+    DIRECTIVES.iter().map(|(name, _)| *name)
+}
 
 /// ntpd/NTPsec directives accepted with a warning, and why they do nothing.
 pub(super) const IGNORED: &[(&str, &str)] = &[
@@ -105,18 +116,21 @@ const UNSUPPORTED: &[&str] = &[
 
 pub(super) fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut parser = Parser::new(source);
+    let mut builder = Builder::new(source);
     for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        if raw.len() > super::MAX_LINE_BYTES {
-            return Err(ConfigError {
-                source: source.to_string(),
-                line,
-                message: format!(
-                    "the line is longer than {} bytes, the limit for one line",
-                    super::MAX_LINE_BYTES
-                ),
-            });
+        let at = At {
+            source,
+            line: index + 1,
+        };
+        let located = |message: String| ConfigError {
+            source: source.to_string(),
+            line: at.line,
+            message,
+        };
+        if raw.len() > MAX_LINE_BYTES {
+            return Err(located(format!(
+                "the line is longer than {MAX_LINE_BYTES} bytes, the limit for one line"
+            )));
         }
         let content = match raw.split_once('#') {
             Some((before, _comment)) => before,
@@ -126,312 +140,107 @@ pub(super) fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
         let Some((&name, args)) = tokens.split_first() else {
             continue;
         };
-        parser
-            .directive(line, name, args)
-            .map_err(|message| ConfigError {
-                source: source.to_string(),
-                line,
-                message,
-            })?;
+        directive(&mut builder, &at, name, args).map_err(located)?;
     }
-    Ok(parser.finish())
+    Ok(builder.finish())
 }
 
-struct Parser {
-    config: Config,
-    /// Singleton directives seen, with the line that last set each.
-    seen: Vec<(&'static str, usize)>,
-    /// Where each restrict target is in `config.restrict`, so a repeated
-    /// target is found in constant time (files may hold 100k+ rules).
-    rule_index: HashMap<RestrictTarget, usize>,
-    /// The line of each (kind, lowercase host) in `config.servers`.
-    server_lines: HashMap<(SourceKind, String), usize>,
-    listen_seen: HashSet<SocketAddr>,
+fn directive(b: &mut Builder, at: &At<'_>, name: &str, args: &[&str]) -> Result<(), String> {
+    if let Some((_, handler)) = DIRECTIVES.iter().find(|(n, _)| *n == name) {
+        return handler(b, at, args);
+    }
+    if let Some((_, why)) = IGNORED.iter().find(|(n, _)| *n == name) {
+        b.warn(at, format!("{name}: ignored by tachyon ({why})"));
+        return Ok(());
+    }
+    if UNSUPPORTED.contains(&name) {
+        return Err(format!(
+            "'{name}' is not supported by tachyon: it only polls upstreams as a client \
+             ('server' or 'pool') and serves clients"
+        ));
+    }
+    let known: Vec<&str> = directive_names()
+        .chain(IGNORED.iter().map(|(n, _)| *n))
+        .collect();
+    Err(format!(
+        "unknown directive '{}'{}; supported: {} (see docs/config.md)",
+        clip(name),
+        suggestion(name, &known),
+        directive_names().collect::<Vec<_>>().join(", ")
+    ))
 }
 
-impl Parser {
-    fn new(source: &str) -> Self {
-        Parser {
-            config: Config {
-                source: source.to_string(),
-                servers: Vec::new(),
-                driftfile: None,
-                leapfile: None,
-                restrict: Vec::new(),
-                listen: Vec::new(),
-                workers: None,
-                io: IoChoice::Auto,
-                metrics: None,
-                clock: ClockChoice::Auto,
-                local_stratum: None,
-                ratelimit: super::RateLimitParams::default(),
-                rcvbuf: super::DEFAULT_RCVBUF,
-                warnings: Vec::new(),
-            },
-            seen: Vec::new(),
-            rule_index: HashMap::new(),
-            server_lines: HashMap::new(),
-            listen_seen: HashSet::new(),
-        }
+/// `server` and `pool`.
+fn source(b: &mut Builder, at: &At<'_>, kind: SourceKind, args: &[&str]) -> Result<(), String> {
+    let mut warnings = Vec::new();
+    let parsed = upstream::parse(kind, at.line, args, &mut warnings)?;
+    for message in warnings {
+        b.warn(at, message);
     }
-
-    fn warn(&mut self, line: usize, message: String) {
-        self.config.warnings.push(ConfigWarning {
-            source: self.config.source.clone(),
-            line,
-            message,
-        });
+    if let Some(server) = parsed {
+        b.add_server(server, at);
     }
+    Ok(())
+}
 
-    /// Records a singleton directive; warns when it was set before.
-    fn once(&mut self, name: &'static str, line: usize) {
-        match self.seen.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, earlier)) => {
-                let before = std::mem::replace(earlier, line);
-                self.warn(
-                    line,
-                    format!("{name}: already set on line {before}; the value on this line is used"),
-                );
-            }
-            None => self.seen.push((name, line)),
-        }
+fn restrict_line(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    let mut warnings = Vec::new();
+    let parsed = restrict::parse(at.line, args, &mut warnings)?;
+    for message in warnings {
+        b.warn(at, message);
     }
-
-    fn directive(&mut self, line: usize, name: &str, args: &[&str]) -> Result<(), String> {
-        match name {
-            "server" => self.upstream(SourceKind::Server, line, args),
-            "pool" => self.upstream(SourceKind::Pool, line, args),
-            "restrict" => self.restrict(line, args),
-            "driftfile" => {
-                let path = exactly_one("driftfile", args, "a file path")?;
-                self.once("driftfile", line);
-                self.config.driftfile = Some(PathBuf::from(path));
-                Ok(())
-            }
-            "leapfile" => {
-                let path = exactly_one("leapfile", args, "a file path")?;
-                self.once("leapfile", line);
-                self.config.leapfile = Some(PathBuf::from(path));
-                Ok(())
-            }
-            "listen" => {
-                let token = exactly_one("listen", args, "an address such as 192.0.2.1")?;
-                let addr = addr::parse_listen(token)?;
-                if !self.listen_seen.insert(addr) {
-                    self.warn(
-                        line,
-                        format!("listen: {addr} is already listed; this line is ignored"),
-                    );
-                } else {
-                    self.config.listen.push(addr);
-                }
-                Ok(())
-            }
-            "workers" => {
-                const EXPECTED: &str = "a number 1..=1024 or \"auto\"";
-                let token = exactly_one("workers", args, EXPECTED)?;
-                let workers = match token {
-                    "auto" => None,
-                    _ => match token.parse::<usize>() {
-                        Ok(n) if (1..=1024).contains(&n) => Some(n),
-                        _ => {
-                            return Err(format!(
-                                "workers: expected {EXPECTED}, got {}",
-                                quoted(token)
-                            ))
-                        }
-                    },
-                };
-                self.once("workers", line);
-                self.config.workers = workers;
-                Ok(())
-            }
-            "io" => {
-                let token = exactly_one("io", args, "\"uring\", \"mmsg\" or \"auto\"")?;
-                let io = token.parse::<IoChoice>().map_err(|e| format!("io: {e}"))?;
-                self.once("io", line);
-                self.config.io = io;
-                Ok(())
-            }
-            "rcvbuf" => {
-                const EXPECTED: &str = "a size 16K..256M (bytes, or with K or M)";
-                let token = exactly_one("rcvbuf", args, EXPECTED)?;
-                let bytes = parse_size(token)
-                    .filter(|b| super::RCVBUF_RANGE.contains(b))
-                    .ok_or_else(|| format!("rcvbuf: expected {EXPECTED}, got {}", quoted(token)))?;
-                self.once("rcvbuf", line);
-                self.config.rcvbuf = bytes;
-                Ok(())
-            }
-            "metrics" => {
-                let token = exactly_one("metrics", args, "ADDRESS:PORT such as 127.0.0.1:9123")?;
-                let addr = addr::parse_metrics(token)?;
-                self.once("metrics", line);
-                self.config.metrics = Some(addr);
-                Ok(())
-            }
-            "clock" => {
-                let token = exactly_one("clock", args, "\"system\", \"software\" or \"auto\"")?;
-                let clock = token
-                    .parse::<ClockChoice>()
-                    .map_err(|e| format!("clock: {e}"))?;
-                self.once("clock", line);
-                self.config.clock = clock;
-                Ok(())
-            }
-            "local" => {
-                let stratum = match args {
-                    ["stratum", rest @ ..] => {
-                        let n = exactly_one("local stratum", rest, "a number 1..=15")?;
-                        number_in("local stratum", Some(n), (1, 15))?
-                    }
-                    _ => {
-                        return Err(format!(
-                            "local: expected \"stratum N\" with N 1..=15, got {}",
-                            quoted_all(args)
-                        ))
-                    }
-                };
-                self.once("local", line);
-                // 1..=15 fits u8.
-                self.config.local_stratum = Some(stratum as u8);
-                Ok(())
-            }
-            "ratelimit" => {
-                self.config.ratelimit = ratelimit(args)?;
-                self.once("ratelimit", line);
-                Ok(())
-            }
-            _ => self.other(line, name),
-        }
+    if let Some(rule) = parsed {
+        b.add_rule(rule, at);
     }
+    Ok(())
+}
 
-    fn upstream(&mut self, kind: SourceKind, line: usize, args: &[&str]) -> Result<(), String> {
-        let mut warnings = Vec::new();
-        let parsed = upstream::parse(kind, line, args, &mut warnings)?;
-        for message in warnings {
-            self.warn(line, message);
-        }
-        let Some(server) = parsed else {
-            return Ok(());
-        };
-        let key = (server.kind, server.host.to_ascii_lowercase());
-        match self.server_lines.get(&key) {
-            Some(first) => self.warn(
-                line,
-                format!(
-                    "{} {}: already configured on line {first}; this line is ignored",
-                    kind.as_str(),
-                    clip(&server.host)
-                ),
-            ),
-            None => {
-                self.server_lines.insert(key, server.line);
-                self.config.servers.push(server);
-            }
-        }
-        Ok(())
-    }
+fn driftfile(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    let path = exactly_one("driftfile", args, "a file path")?;
+    b.once("driftfile", at);
+    b.config.driftfile = Some(PathBuf::from(path));
+    Ok(())
+}
 
-    fn restrict(&mut self, line: usize, args: &[&str]) -> Result<(), String> {
-        let mut warnings = Vec::new();
-        let parsed = restrict::parse(line, args, &mut warnings)?;
-        for message in warnings {
-            self.warn(line, message);
-        }
-        let Some(rule) = parsed else {
-            return Ok(());
-        };
-        match self.rule_index.get(&rule.target) {
-            Some(&index) => {
-                let existing = &mut self.config.restrict[index];
-                existing.flags.insert(rule.flags);
-                let message = format!(
-                    "restrict {}: same address and mask as line {}; the flags are combined \
-                     ({}), as ntpd does",
-                    rule.target, existing.line, existing.flags
-                );
-                self.warn(line, message);
-            }
-            None => {
-                self.rule_index
-                    .insert(rule.target, self.config.restrict.len());
-                self.config.restrict.push(rule);
-            }
-        }
-        Ok(())
-    }
+fn leapfile(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    let path = exactly_one("leapfile", args, "a file path")?;
+    b.once("leapfile", at);
+    b.config.leapfile = Some(PathBuf::from(path));
+    Ok(())
+}
 
-    /// Directives tachyon does not act on.
-    fn other(&mut self, line: usize, name: &str) -> Result<(), String> {
-        if let Some((_, why)) = IGNORED.iter().find(|(n, _)| *n == name) {
-            self.warn(line, format!("{name}: ignored by tachyon ({why})"));
-            return Ok(());
+/// `local stratum N`.
+fn local(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    let stratum = match args {
+        ["stratum", rest @ ..] => {
+            let n = exactly_one("local stratum", rest, "a number 1..=15")?;
+            number_in("local stratum", Some(n), (1, 15))?
         }
-        if UNSUPPORTED.contains(&name) {
+        _ => {
             return Err(format!(
-                "'{name}' is not supported by tachyon: it only polls upstreams as a client \
-                 ('server' or 'pool') and serves clients"
-            ));
+                "local: expected \"stratum N\" with N 1..=15, got {}",
+                quoted_all(args)
+            ))
         }
-        let known: Vec<&str> = DIRECTIVES
-            .iter()
-            .copied()
-            .chain(IGNORED.iter().map(|(n, _)| *n))
-            .collect();
-        Err(format!(
-            "unknown directive '{}'{}; supported: {} (see docs/config.md)",
-            clip(name),
-            suggestion(name, &known),
-            DIRECTIVES.join(", ")
-        ))
-    }
-
-    fn finish(mut self) -> Config {
-        if self.config.servers.is_empty() && self.config.local_stratum.is_none() {
-            self.warn(
-                0,
-                "no 'server' or 'pool' line: the server will stay unsynchronized \
-                 unless 'local stratum N' is set"
-                    .to_string(),
-            );
-        }
-        self.config
-    }
-}
-
-/// The single argument of a directive.
-/// A byte count: digits, optionally followed by K or M (powers of 1024, either
-/// case). `None` for anything else or an overflow.
-fn parse_size(token: &str) -> Option<usize> {
-    let (digits, unit) = match token.char_indices().last()? {
-        (i, 'k' | 'K') => (&token[..i], 1usize << 10),
-        (i, 'm' | 'M') => (&token[..i], 1 << 20),
-        _ => (token, 1),
     };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse::<usize>().ok()?.checked_mul(unit)
+    b.once("local", at);
+    // 1..=15 fits u8.
+    b.config.local_stratum = Some(stratum as u8);
+    Ok(())
 }
 
-fn exactly_one<'t>(directive: &str, args: &[&'t str], expected: &str) -> Result<&'t str, String> {
-    match args {
-        [one] => Ok(one),
-        [] => Err(format!("{directive}: expected {expected}, got nothing")),
-        [_, extra @ ..] => Err(format!(
-            "{directive}: expected only {expected}, got extra {}",
-            quoted_all(extra)
-        )),
-    }
+fn ratelimit_line(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    b.config.ratelimit = ratelimit(args)?;
+    b.once("ratelimit", at);
+    Ok(())
 }
 
 /// `ratelimit [interval I] [burst B] [leak L] [table N] [ipv6prefix P]`, in any
 /// order; what is not given keeps its default.
-fn ratelimit(args: &[&str]) -> Result<super::RateLimitParams, String> {
+fn ratelimit(args: &[&str]) -> Result<RateLimitParams, String> {
     const OPTIONS: &str = "interval -4..=12, burst 1..=255, leak 1..=8, \
                            table 1024..=16777216, ipv6prefix 24..=128";
-    let mut p = super::RateLimitParams::default();
+    let mut p = RateLimitParams::default();
     if args.is_empty() {
         return Err(format!(
             "ratelimit: expected options ({OPTIONS}), got nothing"
@@ -461,151 +270,4 @@ fn ratelimit(args: &[&str]) -> Result<super::RateLimitParams, String> {
         rest = &tail[1..];
     }
     Ok(p)
-}
-
-/// A decimal number in `lo..=hi`, for messages prefixed with `what`.
-pub(super) fn number_in(
-    what: &str,
-    token: Option<&str>,
-    (lo, hi): (i64, i64),
-) -> Result<i64, String> {
-    let Some(token) = token else {
-        return Err(format!(
-            "{what}: expected a number {lo}..={hi}, got nothing"
-        ));
-    };
-    match token.parse::<i64>() {
-        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{what}: expected a number {lo}..={hi}, got {}",
-            quoted(token)
-        )),
-    }
-}
-
-/// At most this many characters of a token are echoed in a message, so a
-/// huge token (a 10 MB host name) does not become a huge log line.
-const ECHO_CHARS: usize = 64;
-
-/// At most this many tokens of a list are echoed in a message.
-const ECHO_TOKENS: usize = 8;
-
-/// `token`, or its first [`ECHO_CHARS`] characters, `…` and its length.
-pub(super) fn clip(token: &str) -> std::borrow::Cow<'_, str> {
-    match token.char_indices().nth(ECHO_CHARS) {
-        None => token.into(),
-        Some((cut, _)) => format!("{}… ({} bytes)", &token[..cut], token.len()).into(),
-    }
-}
-
-/// A token in double quotes, control characters escaped, clipped like
-/// [`clip`].
-pub(super) fn quoted(token: &str) -> String {
-    match token.char_indices().nth(ECHO_CHARS) {
-        None => format!("{token:?}"),
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &token[..cut], token.len()),
-    }
-}
-
-/// Tokens quoted and separated by spaces, at most [`ECHO_TOKENS`] of them.
-fn quoted_all(tokens: &[&str]) -> String {
-    if tokens.is_empty() {
-        return "nothing".to_string();
-    }
-    let mut shown: Vec<String> = tokens.iter().take(ECHO_TOKENS).map(|t| quoted(t)).collect();
-    if tokens.len() > ECHO_TOKENS {
-        shown.push(format!("and {} more", tokens.len() - ECHO_TOKENS));
-    }
-    shown.join(" ")
-}
-
-/// ` (did you mean "X"?)` when a candidate is a near miss, else nothing.
-pub(super) fn suggestion(word: &str, candidates: &[&str]) -> String {
-    let best = candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .min_by_key(|(d, _)| *d);
-    match best {
-        Some((d, c)) if d > 0 && d <= 2 && d < c.len() => format!(" (did you mean \"{c}\"?)"),
-        _ => String::new(),
-    }
-}
-
-/// Levenshtein distance over characters (ASCII case counts as a change).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn distances() {
-        assert_eq!(edit_distance("", ""), 0);
-        assert_eq!(edit_distance("abc", ""), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("ibrust", "iburst"), 2);
-        assert_eq!(edit_distance("Server", "server"), 1);
-    }
-
-    #[test]
-    fn suggestions() {
-        assert_eq!(
-            suggestion("sever", DIRECTIVES),
-            " (did you mean \"server\"?)"
-        );
-        assert_eq!(suggestion("xyzzy", DIRECTIVES), "");
-        // Exact matches and two-letter words that share nothing suggest nothing.
-        assert_eq!(suggestion("server", DIRECTIVES), "");
-        assert_eq!(suggestion("zz", DIRECTIVES), "");
-    }
-
-    #[test]
-    fn argument_helpers() {
-        assert_eq!(exactly_one("x", &["a"], "A"), Ok("a"));
-        assert_eq!(
-            exactly_one("x", &[], "A").unwrap_err(),
-            "x: expected A, got nothing"
-        );
-        assert_eq!(
-            exactly_one("x", &["a", "b", "c"], "A").unwrap_err(),
-            "x: expected only A, got extra \"b\" \"c\""
-        );
-        assert_eq!(number_in("n", Some("5"), (1, 9)), Ok(5));
-        assert!(number_in("n", Some("0"), (1, 9)).is_err());
-        assert!(number_in("n", Some("x"), (1, 9)).is_err());
-        assert!(number_in("n", None, (1, 9)).is_err());
-        assert_eq!(quoted("a\tb"), "\"a\\tb\"");
-    }
-
-    #[test]
-    fn echoed_tokens_are_clipped() {
-        let huge = "x".repeat(10 << 20);
-        let shown = quoted(&huge);
-        assert_eq!(shown, format!("\"{}\"… (10485760 bytes)", "x".repeat(64)));
-        assert_eq!(clip(&huge), format!("{}… (10485760 bytes)", "x".repeat(64)));
-        // Cut at a character boundary, counted in characters.
-        let wide = "é".repeat(100);
-        assert_eq!(clip(&wide), format!("{}… (200 bytes)", "é".repeat(64)));
-        let exact = "y".repeat(64);
-        assert_eq!(clip(&exact), exact.as_str());
-        let many: Vec<&str> = vec!["t"; 20];
-        assert_eq!(
-            quoted_all(&many),
-            format!("{} and 12 more", ["\"t\""; 8].join(" "))
-        );
-    }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::{BitOr, BitOrAssign};
 
-use super::parser::{clip, number_in, quoted, suggestion};
+use super::words::{clip, number_in, quoted, suggestion};
 
 /// Which address family a `default` rule covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1066,8 +1066,8 @@ fn unknown_directive_lists_every_supported_one() {
         .and_then(|rest| rest.split(" (see").next())
         .unwrap_or_else(|| panic!("{e}"));
     let listed: Vec<&str> = list.split(", ").collect();
-    for name in super::parser::DIRECTIVES {
-        assert!(listed.contains(name), "{name} missing from: {e}");
+    for name in super::parser::directive_names() {
+        assert!(listed.contains(&name), "{name} missing from: {e}");
     }
     assert_eq!(listed.len(), super::parser::DIRECTIVES.len(), "{e}");
     // Every listed directive is one the parser acts on: none is unknown.
@@ -1102,4 +1102,114 @@ fn ratelimit_leak_must_let_some_requests_through() {
     assert!(err("server a\nratelimit leak 9\n").contains("1..=8"));
     let e = err("server a\nratelimit speed 3\n");
     assert!(e.contains("leak 1..=8"), "{e}");
+}
+
+/// The modules of src/config, and what each one's `super::` paths name.
+fn config_module_imports() -> Vec<(String, Vec<String>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    let mut modules = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        if path.extension().is_none_or(|e| e != "rs") || name == "tests" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Unit tests may use anything.
+        let text = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        let mut names = Vec::new();
+        for (i, _) in text.match_indices("super::") {
+            let rest = &text[i + "super::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let group = &group[..group.find('}').unwrap()];
+                names.extend(group.split(',').map(|n| n.trim().to_string()));
+            } else {
+                let end = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                names.push(rest[..end].to_string());
+            }
+        }
+        modules.push((name, names));
+    }
+    modules
+}
+
+/// No import cycles in src/config: the `super::` paths of the modules form a
+/// directed acyclic graph (a name that is not a module is an item of mod.rs).
+#[test]
+fn config_modules_import_without_cycles() {
+    let modules = config_module_imports();
+    let known: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        known.contains(&"mod") && known.contains(&"words"),
+        "{known:?}"
+    );
+    let edges: Vec<(&str, Vec<&str>)> = modules
+        .iter()
+        .map(|(from, names)| {
+            let mut to: Vec<&str> = names
+                .iter()
+                .map(|n| n.split("::").next().unwrap().trim())
+                .map(|n| if known.contains(&n) { n } else { "mod" })
+                .filter(|n| n != from)
+                .collect();
+            to.sort();
+            to.dedup();
+            (from.as_str(), to)
+        })
+        .collect();
+    // Repeatedly remove modules that import nothing left; a cycle remains.
+    let mut left = edges.clone();
+    while let Some(i) = left
+        .iter()
+        .position(|(_, to)| to.iter().all(|t| !left.iter().any(|(m, _)| m == t)))
+    {
+        left.remove(i);
+    }
+    assert!(left.is_empty(), "import cycle among: {left:?}");
+    // words is the bottom: it imports no sibling.
+    let words = edges.iter().find(|(m, _)| *m == "words").unwrap();
+    assert!(words.1.is_empty(), "{words:?}");
+}
+
+/// No function in src/config (tests aside) is longer than 150 lines:
+/// rustfmt closes a function with `}` at the indentation of its `fn`.
+#[test]
+fn config_functions_are_at_most_150_lines() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") || path.ends_with("tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().take_while(|l| *l != "#[cfg(test)]").collect();
+        for (start, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let indent = &line[..line.len() - trimmed.len()];
+            let is_fn = trimmed.starts_with("fn ")
+                || trimmed.starts_with("pub fn ")
+                || trimmed.starts_with("pub(super) fn ")
+                || trimmed.starts_with("pub(crate) fn ");
+            if !is_fn || line.ends_with(';') {
+                continue;
+            }
+            let close = format!("{indent}}}");
+            let length = lines[start..]
+                .iter()
+                .position(|l| *l == close)
+                .unwrap_or_else(|| panic!("{}:{}: no end", path.display(), start + 1))
+                + 1;
+            checked += 1;
+            assert!(
+                length <= 150,
+                "{}:{}: {length} lines: {trimmed}",
+                path.display(),
+                start + 1
+            );
+        }
+    }
+    assert!(checked > 50, "only {checked} functions found");
 }

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::parser::{clip, number_in, quoted, suggestion};
+use super::words::{clip, number_in, quoted, suggestion};
 
 /// Poll interval bounds, as log2 seconds.
 pub(super) const DEFAULT_MINPOLL: i8 = 6;
