@@ -168,12 +168,17 @@ impl Builder {
 
     /// The configuration, with the warnings that concern the whole of it.
     pub fn finish(mut self) -> Config {
-        if self.config.servers.is_empty() && self.config.local_stratum.is_none() {
-            self.warn_file(
+        match (self.config.servers.len(), self.config.local_stratum) {
+            (0, None) => self.warn_file(
                 "no 'server' or 'pool' line: the server will stay unsynchronized \
                  unless 'local stratum N' is set"
                     .to_string(),
-            );
+            ),
+            (n @ 1.., Some(stratum)) => self.warn_file(format!(
+                "local stratum {stratum}: the host clock is served at stratum {stratum} \
+                 and the {n} server/pool line(s) are not polled while 'local' is set"
+            )),
+            _ => {}
         }
         self.config
     }

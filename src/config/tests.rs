@@ -217,7 +217,14 @@ metrics 127.0.0.1:9123
 clock software
 local stratum 10
 ");
-    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let shown: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        shown,
+        [
+            "ntp.conf: local stratum 10: the host clock is served at stratum 10 and the 4 \
+          server/pool line(s) are not polled while 'local' is set"
+        ]
+    );
     let s = &config.servers;
     assert_eq!(s.len(), 4);
     assert_eq!(
@@ -531,7 +538,12 @@ driftfile /c
     assert_eq!(config.clock, ClockChoice::Software);
     assert_eq!(config.local_stratum, Some(4));
     let shown: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
-    assert_eq!(shown.len(), 8, "{shown:?}");
+    // Seven repeated singletons, and 'local' with a server line.
+    assert_eq!(shown.len(), 9, "{shown:?}");
+    assert!(
+        shown[8].starts_with("ntp.conf: local stratum 4: "),
+        "{shown:?}"
+    );
     assert_eq!(
         shown[0],
         "ntp.conf:9: driftfile: already set on line 2; the value on this line is used"
