@@ -6,7 +6,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use super::model::{ClockChoice, Config, ConfigWarning, IoChoice, RateLimitParams, DEFAULT_RCVBUF};
+use super::model::{
+    ClockChoice, Config, ConfigWarning, Dialect, IoChoice, RateLimitParams, DEFAULT_RCVBUF,
+};
 use super::restrict::{RestrictRule, RestrictTarget};
 use super::upstream::{ServerConfig, SourceKind};
 use super::words::clip;
@@ -60,6 +62,8 @@ impl Builder {
         Builder {
             config: Config {
                 source: source.to_string(),
+                dialect: Dialect::Ntp,
+                dialect_reason: String::new(),
                 servers: Vec::new(),
                 driftfile: None,
                 leapfile: None,
@@ -70,6 +74,9 @@ impl Builder {
                 metrics: None,
                 clock: ClockChoice::Auto,
                 local_stratum: None,
+                chrony_driftfile: None,
+                makestep: None,
+                min_sources: None,
                 ratelimit: RateLimitParams::default(),
                 rcvbuf: DEFAULT_RCVBUF,
                 warnings: Vec::new(),

@@ -1,39 +1,53 @@
-//! The ntp.conf-style configuration file and the typed [`Config`] it yields.
+//! The configuration file, in either of two dialects, and the typed
+//! [`Config`] both yield.
 //!
-//! Pool operators bring the `ntp.conf` they already run `ntpd` with. The
-//! parser reads the directives tachyon acts on (`server`, `pool`,
-//! `driftfile`, `leapfile`, `restrict`), a few of tachyon's own (`listen`,
-//! `workers`, `io`, `rcvbuf`, `metrics`, `clock`, `local stratum`), and accepts, with a
-//! warning, the ntpd/NTPsec directives that have no meaning here. Anything
-//! else is an error that names the file, the line and what was expected.
+//! Pool operators bring the file they already run: ntpd's or NTPsec's
+//! `ntp.conf`, or chronyd's `chrony.conf` with the files it includes. Each
+//! dialect's parser reads the directives tachyon acts on, a few of
+//! tachyon's own (`listen`, `workers`, `io`, `rcvbuf`, `metrics`, `clock`),
+//! accepts with a warning the directives that have no meaning here, and
+//! refuses the rest with an error that names the file, the line and what was
+//! expected. The dialect is chosen by the command line, else the file's
+//! name, else its first directive that only one dialect has.
 //!
-//! The parser is pure: it never resolves names, opens sockets or reads the
-//! clock. [`Config::load`] is the only function that touches the file system.
-//! The operator reference is `docs/config.md`.
-
+//! The parsers are pure: they never resolve names, open sockets or read the
+//! clock. [`Config::load`] and [`Config::load_with`] read files, through
+//! `loader`. The operator reference is `docs/config.md`.
 //!
 //! Modules, each importing only modules further down this list (a test
-//! checks it): mod.rs (the entry points), `parser` (the ntp.conf dialect:
-//! lines and the directive table), `own` (tachyon's own directives),
-//! `builder` (the configuration under construction), `model` (the typed
-//! configuration), the directive modules `addr`, `restrict` and `upstream`,
-//! and `words` (argument helpers and how tokens are shown in messages).
+//! checks it): mod.rs (the entry points), `dialect` (which dialect),
+//! `loader` (files and chrony's includes), `chrony` (the chrony.conf
+//! directive table) with `chrony_access` (`allow`/`deny`) and
+//! `chrony_source` (`server`/`pool` options), `ntp` (the ntp.conf directive
+//! table), `own` (tachyon's own directives), `builder` (the configuration
+//! under construction), `lines` (numbered lines and each dialect's words),
+//! `model` (the typed configuration), the directive modules `addr`,
+//! `restrict` and `upstream`, and `words` (argument helpers and how tokens
+//! are shown in messages).
 
 mod addr;
 mod builder;
+mod chrony;
+mod chrony_access;
+mod chrony_source;
+mod dialect;
+mod lines;
+mod loader;
 mod model;
+mod ntp;
 mod own;
-mod parser;
 mod restrict;
 mod upstream;
 mod words;
 
 #[cfg(test)]
+mod chrony_tests;
+#[cfg(test)]
 mod tests;
 
 pub use model::{
-    ClockChoice, Config, ConfigError, ConfigWarning, IoChoice, RateLimitParams, DEFAULT_RCVBUF,
-    MAX_FILE_BYTES, MAX_LINE_BYTES, RCVBUF_RANGE,
+    ClockChoice, Config, ConfigError, ConfigFormat, ConfigWarning, Dialect, IoChoice, MakeStep,
+    RateLimitParams, DEFAULT_RCVBUF, MAX_FILE_BYTES, MAX_LINE_BYTES, RCVBUF_RANGE,
 };
 pub use restrict::{Family, RestrictFlags, RestrictRule, RestrictTarget};
 pub use upstream::{ServerConfig, SourceKind};
@@ -63,55 +77,60 @@ restrict ::1
 ";
 
 impl Config {
-    /// Parses configuration text. `source` names the text in messages
-    /// (normally the file path). Names are never resolved here.
+    /// Parses ntp.conf text. `source` names the text in messages (normally
+    /// the file path). Names are never resolved here.
     pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
-        parser::parse(text, source)
+        Config::parse_as(text, source, Dialect::Ntp)
     }
 
-    /// Reads and parses a configuration file. A file that cannot be read is
-    /// reported with line 0 and the operating system's message; so is one
-    /// larger than [`MAX_FILE_BYTES`], of which no more than that is read.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let source = path.display().to_string();
-        let text = read_text(path, &source)?;
-        Config::parse(&text, &source)
+    /// Parses text in `dialect`. chrony's `confdir`, `sourcedir` and
+    /// `include` are checked but not followed: only [`Config::load_with`]
+    /// reads files.
+    pub fn parse_as(text: &str, source: &str, dialect: Dialect) -> Result<Config, ConfigError> {
+        let mut config = match dialect {
+            Dialect::Ntp => ntp::parse(text, source)?,
+            Dialect::Chrony => chrony::parse_text(text, source)?,
+        };
+        config.dialect_reason = format!("text given as {dialect}");
+        Ok(config)
     }
+
+    /// Reads and parses a configuration file in the dialect its name or
+    /// content says (see [`ConfigFormat::Auto`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, ConfigFormat::Auto)
+    }
+
+    /// Reads and parses a configuration file; for chrony.conf, with the
+    /// files it includes. A file that cannot be read is reported with line 0
+    /// and the operating system's message; so is one larger than
+    /// [`MAX_FILE_BYTES`] (all files together, for chrony.conf), of which no
+    /// more than that is read.
+    pub fn load_with(path: &Path, format: ConfigFormat) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let text = loader::read_text(path, &source, MAX_FILE_BYTES)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (dialect, reason) = dialect::choose(format, &name, &text);
+        let mut config = match dialect {
+            Dialect::Ntp => ntp::parse(&text, &source)?,
+            Dialect::Chrony => chrony::parse(&loader::chrony_lines(&source, &text)?, &source)?,
+        };
+        config.dialect_reason = reason;
+        Ok(config)
+    }
+
     /// The configuration of [`EMBEDDED_DEFAULT`].
     pub fn embedded_default() -> Config {
         match Config::parse(EMBEDDED_DEFAULT, EMBEDDED_SOURCE) {
-            Ok(config) => config,
+            Ok(mut config) => {
+                config.dialect_reason = "the built-in configuration".to_string();
+                config
+            }
             // The text is a constant and a unit test parses it.
             Err(e) => panic!("the embedded default configuration does not parse: {e}"),
         }
     }
-}
-
-/// The whole of a file as text, read with a size limit.
-fn read_text(path: &Path, source: &str) -> Result<String, ConfigError> {
-    use std::io::Read;
-    let located = |line: usize, message: String| ConfigError {
-        source: source.to_string(),
-        line,
-        message,
-    };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| located(0, format!("cannot read the configuration file: {e}")))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(located(
-            0,
-            format!(
-                "the file is larger than {} MiB, the limit for a configuration file; \
-                 is this the right path?",
-                MAX_FILE_BYTES >> 20
-            ),
-        ));
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
-        located(line, "the line is not valid UTF-8".to_string())
-    })
 }

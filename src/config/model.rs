@@ -37,6 +37,11 @@ pub struct Config {
     /// The file the configuration came from, as shown in messages, or
     /// `"<embedded default>"`.
     pub source: String,
+    /// The syntax the file was read in.
+    pub dialect: Dialect,
+    /// Why that dialect, for the log: the command line, the file's name, or
+    /// its first directive that only one dialect has.
+    pub dialect_reason: String,
     /// Upstream servers and pools, in file order.
     pub servers: Vec<ServerConfig>,
     /// Where the frequency correction is kept across restarts.
@@ -56,15 +61,98 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// How the served clock is steered.
     pub clock: ClockChoice,
-    /// `local stratum N`: serve at stratum N from the local clock when no
-    /// upstream is usable (tests and standalone use, like chrony's `local`).
+    /// `local stratum N`: serve the host clock at stratum N and poll no
+    /// upstream (tests and standalone use).
     pub local_stratum: Option<u8>,
+    /// chrony's `driftfile`: a drift file in chrony's format (the frequency
+    /// in ppm with the opposite sign to ntpd's, then a skew), which must not
+    /// be read or written as an ntpd driftfile. Not used by the sync thread
+    /// yet; the parser warns so.
+    pub chrony_driftfile: Option<PathBuf>,
+    /// chrony's `makestep THRESHOLD LIMIT`. Not applied by the sync thread
+    /// yet (it steps only at its first update, beyond 0.128 s); the parser
+    /// warns so.
+    pub makestep: Option<MakeStep>,
+    /// chrony's `minsources N`: the fewest selectable sources before the
+    /// clock is steered. Not applied by the sync thread yet (its own rule: 3
+    /// with 4 or more sources, else 1); the parser warns so.
+    pub min_sources: Option<u32>,
     /// Per-client rate limiting for `restrict ... limited` (`ratelimit ...`).
     pub ratelimit: RateLimitParams,
     /// SO_RCVBUF asked for each listening socket (`rcvbuf SIZE`).
     pub rcvbuf: usize,
     /// Everything that was accepted but ignored, or overridden.
     pub warnings: Vec<ConfigWarning>,
+}
+
+/// The two configuration file syntaxes tachyon reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// ntpd's and NTPsec's `ntp.conf`, with tachyon's own directives.
+    #[default]
+    Ntp,
+    /// chronyd's `chrony.conf`, with tachyon's own directives.
+    Chrony,
+}
+
+impl Dialect {
+    /// The name used on the command line and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Ntp => "ntp",
+            Dialect::Chrony => "chrony",
+        }
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the dialect of a file is chosen (`--config-format ntp|chrony|auto`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ConfigFormat {
+    /// By the file's name, else by its first dialect-specific directive,
+    /// else ntp.conf.
+    #[default]
+    Auto,
+    /// This dialect, whatever the file.
+    Only(Dialect),
+}
+
+impl fmt::Display for ConfigFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigFormat::Auto => f.write_str("auto"),
+            ConfigFormat::Only(d) => d.fmt(f),
+        }
+    }
+}
+
+impl FromStr for ConfigFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(ConfigFormat::Auto),
+            "ntp" => Ok(ConfigFormat::Only(Dialect::Ntp)),
+            "chrony" => Ok(ConfigFormat::Only(Dialect::Chrony)),
+            _ => Err(format!(
+                "expected \"ntp\", \"chrony\" or \"auto\", got {s:?}"
+            )),
+        }
+    }
+}
+
+/// chrony's `makestep THRESHOLD LIMIT`: step the clock instead of slewing
+/// when the offset is larger than `threshold`, in the first `limit` clock
+/// updates (`None`: in any update, chrony's negative limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MakeStep {
+    pub threshold: std::time::Duration,
+    pub limit: Option<u32>,
 }
 
 /// The packet I/O backend (`io uring|mmsg|auto`).
@@ -158,7 +246,7 @@ impl FromStr for ClockChoice {
 /// Something accepted but ignored or overridden, to be logged at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigWarning {
-    /// The file, as in [`Config::source`].
+    /// The file: [`Config::source`], or a file it includes.
     pub source: String,
     /// 1-based line number; 0 for the file as a whole.
     pub line: usize,
@@ -174,7 +262,8 @@ impl fmt::Display for ConfigWarning {
 /// Why a configuration was rejected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
-    /// The file, as given to [`Config::parse`] or [`Config::load`].
+    /// The file, as given to [`Config::parse`] or [`Config::load`], or a
+    /// file it includes.
     pub source: String,
     /// 1-based line number; 0 when the file as a whole is at fault.
     pub line: usize,

@@ -7,7 +7,9 @@ use super::words::{clip, number_in, quoted, suggestion};
 /// Poll interval bounds, as log2 seconds.
 pub(super) const DEFAULT_MINPOLL: i8 = 6;
 pub(super) const DEFAULT_MAXPOLL: i8 = 10;
-const POLL_RANGE: (i64, i64) = (3, 17);
+pub(super) const POLL_RANGE: (i64, i64) = (3, 17);
+/// Addresses taken from one pool name, as the sync thread does.
+pub(super) const DEFAULT_MAX_SOURCES: u8 = 4;
 
 const OPTIONS: &str = "iburst, burst, prefer, noselect, minpoll N, maxpoll N \
                        (accepted and ignored: version N, key N, xleave, true, autokey)";
@@ -54,6 +56,10 @@ pub struct ServerConfig {
     pub minpoll: i8,
     /// Largest poll interval, log2 seconds (3..=17, default 10).
     pub maxpoll: i8,
+    /// For a pool: the most addresses to take from it (chrony's
+    /// `maxsources`, 1..=16, default 4). The sync thread takes 4 whatever
+    /// this says until it is wired; the chrony parser warns so.
+    pub max_sources: u8,
     /// The line of the configuration file.
     pub line: usize,
 }
@@ -112,6 +118,7 @@ pub(super) fn parse(
         noselect: false,
         minpoll: DEFAULT_MINPOLL,
         maxpoll: DEFAULT_MAXPOLL,
+        max_sources: DEFAULT_MAX_SOURCES,
         line,
     };
     let mut minpoll = None;
@@ -172,17 +179,7 @@ pub(super) fn parse(
         ));
     }
 
-    match (minpoll, maxpoll) {
-        (Some(min), Some(max)) if min > max => {
-            return Err(format!(
-                "{what}: minpoll {min} is greater than maxpoll {max}"
-            ));
-        }
-        _ => {}
-    }
-    // One bound given alone moves the other default out of its way.
-    config.minpoll = minpoll.unwrap_or(DEFAULT_MINPOLL.min(maxpoll.unwrap_or(i8::MAX)));
-    config.maxpoll = maxpoll.unwrap_or(DEFAULT_MAXPOLL.max(config.minpoll));
+    (config.minpoll, config.maxpoll) = poll_bounds(&what, minpoll, maxpoll)?;
 
     if let Some(IpAddr::V4(v4)) = ip {
         if v4.octets()[..2] == [127, 127] {
@@ -196,9 +193,27 @@ pub(super) fn parse(
     Ok(Some(config))
 }
 
+/// The poll bounds of a line from the `minpoll`/`maxpoll` it gives: one
+/// bound given alone moves the other default out of its way.
+pub(super) fn poll_bounds(
+    what: &str,
+    minpoll: Option<i8>,
+    maxpoll: Option<i8>,
+) -> Result<(i8, i8), String> {
+    match (minpoll, maxpoll) {
+        (Some(min), Some(max)) if min > max => Err(format!(
+            "{what}: minpoll {min} is greater than maxpoll {max}"
+        )),
+        _ => {
+            let min = minpoll.unwrap_or(DEFAULT_MINPOLL.min(maxpoll.unwrap_or(i8::MAX)));
+            Ok((min, maxpoll.unwrap_or(DEFAULT_MAXPOLL.max(min))))
+        }
+    }
+}
+
 /// Checks a host token and returns it in stored form, with its address if
 /// it is a literal.
-fn parse_host(directive: &str, token: &str) -> Result<(String, Option<IpAddr>), String> {
+pub(super) fn parse_host(directive: &str, token: &str) -> Result<(String, Option<IpAddr>), String> {
     if let Some(inner) = token.strip_prefix('[') {
         return match inner.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
             Some(Ok(v6)) => Ok((inner[..inner.len() - 1].to_string(), Some(IpAddr::V6(v6)))),

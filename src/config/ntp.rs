@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use super::builder::{At, Builder};
-use super::model::{Config, ConfigError, RateLimitParams, MAX_LINE_BYTES};
+use super::lines;
+use super::model::{Config, ConfigError, RateLimitParams};
 use super::own;
 use super::restrict;
 use super::upstream::{self, SourceKind};
@@ -35,6 +36,13 @@ pub(super) const DIRECTIVES: &[(&str, Handler)] = &[
 /// The names in [`DIRECTIVES`], in order.
 pub(super) fn directive_names() -> impl Iterator<Item = &'static str> {
     DIRECTIVES.iter().map(|(name, _)| *name)
+}
+
+/// Every ntp.conf directive name tachyon knows: acted on, ignored or refused.
+pub(super) fn known_names() -> impl Iterator<Item = &'static str> {
+    directive_names()
+        .chain(IGNORED.iter().map(|(n, _)| *n))
+        .chain(UNSUPPORTED.iter().copied())
 }
 
 /// ntpd/NTPsec directives accepted with a warning, and why they do nothing.
@@ -115,32 +123,19 @@ const UNSUPPORTED: &[&str] = &[
 ];
 
 pub(super) fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut builder = Builder::new(source);
-    for (index, raw) in text.lines().enumerate() {
-        let at = At {
-            source,
-            line: index + 1,
-        };
-        let located = |message: String| ConfigError {
-            source: source.to_string(),
-            line: at.line,
-            message,
-        };
-        if raw.len() > MAX_LINE_BYTES {
-            return Err(located(format!(
-                "the line is longer than {MAX_LINE_BYTES} bytes, the limit for one line"
-            )));
-        }
-        let content = match raw.split_once('#') {
-            Some((before, _comment)) => before,
-            None => raw,
-        };
-        let tokens: Vec<&str> = content.split_whitespace().collect();
+    for numbered in lines::numbered(text, source) {
+        let (line, raw) = numbered?;
+        let tokens = lines::ntp_words(raw);
         let Some((&name, args)) = tokens.split_first() else {
             continue;
         };
-        directive(&mut builder, &at, name, args).map_err(located)?;
+        let at = At { source, line };
+        directive(&mut builder, &at, name, args).map_err(|message| ConfigError {
+            source: source.to_string(),
+            line,
+            message,
+        })?;
     }
     Ok(builder.finish())
 }
