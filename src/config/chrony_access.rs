@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::restrict::{self, Family, RestrictFlags, RestrictRule, RestrictTarget};
-use super::words::{clip, quoted};
+use super::words::quoted;
 
 /// What `allow`/`deny` set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,7 +204,7 @@ fn parse_subnet(directive: &str, token: &str) -> Result<(IpAddr, u8), String> {
             _ => {
                 return Err(format!(
                     "{directive}: {}: the prefix length must be 0..={max}",
-                    clip(token)
+                    quoted(token)
                 ))
             }
         },
