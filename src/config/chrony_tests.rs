@@ -142,10 +142,27 @@ fn debian_stock_file_loads() {
         Some(Path::new("/var/lib/chrony/chrony.drift"))
     );
     assert_eq!(config.driftfile, None);
-    // Every warning names the stock file (or a file it includes) and a line,
-    // but the one about the file as a whole.
+    // Every warning names the stock file (or a file it includes).
     for w in &config.warnings {
         assert!(w.source.starts_with("/etc/chrony/"), "{w}");
+    }
+    // docs/config.md shows these warnings as they are (up to its "...").
+    let doc = include_str!("../../docs/config.md");
+    let section = doc.split("### Debian's stock chrony.conf").nth(1).unwrap();
+    let block = section.split("```").nth(1).unwrap();
+    let shown = messages(&config);
+    let documented: Vec<&str> = block
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(documented.len(), shown.len(), "{shown:#?}");
+    for line in documented {
+        let prefix = line.split("...").next().unwrap().trim_end();
+        assert!(
+            shown.iter().any(|w| w.starts_with(prefix)),
+            "docs/config.md shows {line:?}, tachyon says {shown:#?}"
+        );
     }
 }
 

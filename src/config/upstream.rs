@@ -164,6 +164,14 @@ pub(super) fn parse(
                 option.to_string(),
                 "a source is never forced to be a truechimer; selection decides",
             )),
+            // NTPsec's: refused rather than ignored, since polling without it
+            // would silently drop the source's authentication.
+            "nts" => {
+                return Err(format!(
+                    "{what}: nts: tachyon does not support NTS; polling this source without it \
+                     would drop its authentication. Remove 'nts' to poll it unauthenticated"
+                ))
+            }
             _ => {
                 return Err(format!(
                     "{what}: unknown option {}{}; allowed: {OPTIONS}",
@@ -327,6 +335,12 @@ mod tests {
         let (s, w) = one("127.127.1.0").unwrap();
         assert!(s.is_none());
         assert!(w[0].contains("reference clock"), "{w:?}");
+    }
+
+    #[test]
+    fn ntpsec_nts_is_refused_with_the_reason() {
+        let e = one("time.example.org iburst nts").unwrap_err();
+        assert!(e.contains("does not support NTS"), "{e}");
     }
 
     #[test]
