@@ -795,3 +795,107 @@ fn the_dialect_is_chosen_by_name_content_or_override() {
     assert!("xml".parse::<ConfigFormat>().is_err());
     assert_eq!(ConfigFormat::Only(Dialect::Ntp).to_string(), "ntp");
 }
+
+#[test]
+fn random_chrony_lines_never_panic() {
+    const TOKENS: &[&str] = &[
+        "server",
+        "pool",
+        "peer",
+        "allow",
+        "deny",
+        "all",
+        "ratelimit",
+        "interval",
+        "burst",
+        "leak",
+        "kod",
+        "noclientlog",
+        "bindaddress",
+        "port",
+        "local",
+        "stratum",
+        "orphan",
+        "distance",
+        "driftfile",
+        "makestep",
+        "minsources",
+        "leapsectz",
+        "leapseclist",
+        "confdir",
+        "sourcedir",
+        "include",
+        "rtcsync",
+        "keyfile",
+        "iburst",
+        "maxsources",
+        "minpoll",
+        "maxpoll",
+        "nts",
+        "offset",
+        "xleave",
+        "extfield",
+        "clock",
+        "software",
+        "restrict",
+        "0",
+        "1",
+        "-1",
+        "3",
+        "16",
+        "24",
+        "-20",
+        "0.5",
+        "1e400",
+        "nan",
+        "0/0",
+        "::/0",
+        "10",
+        "192.168",
+        "10/8",
+        "10/33",
+        "1.2.3.4/",
+        "2001:db8::/32",
+        "::ffff:1.2.3.4/100",
+        "::ffff:1.2.3.4/64",
+        "127.0.0.1",
+        "::1",
+        "host.example",
+        "right/UTC",
+        "/a",
+        "#",
+        "!",
+        "x",
+        "é",
+        "",
+    ];
+    // xorshift64*, as in tests.rs.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
+    };
+    let (mut accepted, mut rejected) = (0, 0);
+    for _ in 0..3000 {
+        let words: Vec<&str> = (0..1 + next(5))
+            .map(|i| {
+                if i == 0 {
+                    TOKENS[next(39)]
+                } else {
+                    TOKENS[next(TOKENS.len())]
+                }
+            })
+            .collect();
+        let line = words.join(" ");
+        match Config::parse_as(&line, "fuzz.conf", Dialect::Chrony) {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                rejected += 1;
+                assert_eq!(e.line, 1, "{line:?}: {e}");
+            }
+        }
+    }
+    assert!(accepted > 100 && rejected > 100, "{accepted} {rejected}");
+}
