@@ -160,7 +160,11 @@ fn a_chrony_conf_serves_the_clients_it_allows() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("OK as chrony (the file is named chrony.conf)"),
+        stdout.contains("chrony.conf: read as chrony (the file is named chrony.conf)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("chrony.conf: OK (0 upstream lines, 3 restrict rules, "),
         "{stdout}"
     );
 
@@ -208,7 +212,9 @@ fn debian_stock_chrony_conf_checks_starts_and_answers_only_with_allow() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout} {stderr}");
     assert!(
-        stdout.starts_with(&format!("{DEBIAN_CONF}: OK as chrony")),
+        stdout.starts_with(&format!(
+            "{DEBIAN_CONF}: read as chrony (the file is named chrony.conf)\n{DEBIAN_CONF}: OK ("
+        )),
         "{stdout}"
     );
     for needle in [

@@ -107,10 +107,14 @@ fn check_config(path: &std::path::Path, format: ConfigFormat) -> ExitCode {
                 eprintln!("warning: {w}");
             }
             println!(
-                "{}: OK as {} ({}): {} upstream lines, {} restrict rules, {} warnings",
+                "{}: read as {} ({})",
                 path.display(),
                 config.dialect,
-                config.dialect_reason,
+                config.dialect_reason
+            );
+            println!(
+                "{}: OK ({} upstream lines, {} restrict rules, {} warnings)",
+                path.display(),
                 config.servers.len(),
                 config.restrict.len(),
                 config.warnings.len()
