@@ -48,8 +48,10 @@ pub struct Config {
     pub driftfile: Option<PathBuf>,
     /// An IETF/NIST `leap-seconds.list` file.
     pub leapfile: Option<PathBuf>,
-    /// Access rules in file order. Rules with the same target are merged
-    /// into the first one (flags combined), so each target appears once.
+    /// Access rules, each target once. From an ntp.conf: in file order,
+    /// rules with the same target merged into the first one (flags
+    /// combined). From a chrony.conf: a default for each family (denied
+    /// unless `allow` covers it), then each subnet `allow`/`deny` left.
     pub restrict: Vec<RestrictRule>,
     /// Addresses to serve on; empty means the daemon chooses its defaults.
     pub listen: Vec<SocketAddr>,
