@@ -15,7 +15,7 @@ use nix::sys::signalfd::SignalFd;
 
 use tachyon::clock::system::SystemClock;
 use tachyon::clock::{may_set_time, measure_precision, system_unix_ns};
-use tachyon::config::{ClockChoice, Config};
+use tachyon::config::{ClockChoice, Config, ConfigFormat};
 use tachyon::control::{default_socket_path, ControlServer, ControlSource};
 use tachyon::metrics::exposition::MetricsSource;
 use tachyon::metrics::http::MetricsServer;
@@ -45,12 +45,17 @@ const DEFAULT_METRICS: &str = "127.0.0.1:9123";
     about = "tachyon NTP server: per-core io_uring workers for busy NTP Pool servers"
 )]
 struct Args {
-    /// Configuration file (ntp.conf syntax). Without it, the embedded default runs.
+    /// Configuration file (ntp.conf or chrony.conf syntax). Without it, the
+    /// embedded default runs.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Check FILE and exit: 0 when it is valid, 1 with the errors otherwise.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+    /// The syntax of the configuration file: ntp, chrony, or auto (by the
+    /// file's name, else its directives).
+    #[arg(long, value_name = "FORMAT", default_value = "auto")]
+    config_format: ConfigFormat,
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -83,8 +88,8 @@ fn main() -> ExitCode {
         print!("{}", tachyon::config::EMBEDDED_DEFAULT);
         return ExitCode::SUCCESS;
     }
-    if let Some(path) = args.check_config {
-        return check_config(&path);
+    if let Some(path) = &args.check_config {
+        return check_config(path, args.config_format);
     }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,12 +100,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
+fn check_config(path: &std::path::Path, format: ConfigFormat) -> ExitCode {
+    match Config::load_with(path, format) {
         Ok(config) => {
             for w in &config.warnings {
                 eprintln!("warning: {w}");
             }
+            println!(
+                "{}: read as {} ({})",
+                path.display(),
+                config.dialect,
+                config.dialect_reason
+            );
             println!(
                 "{}: OK ({} upstream lines, {} restrict rules, {} warnings)",
                 path.display(),
@@ -245,16 +256,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let embedded = config_path.is_none();
     let drop_to = identity_to_drop_to(args)?;
     let config = match &config_path {
-        Some(path) => Config::load(path)?,
+        Some(path) => Config::load_with(path, args.config_format)?,
         None => Config::embedded_default(),
     };
     for w in &config.warnings {
         log::warn!("{w}");
     }
     log::info!(
-        "tachyond {} starting with {}",
+        "tachyond {} starting with {}, read as {} ({})",
         env!("CARGO_PKG_VERSION"),
-        config.source
+        config.source,
+        config.dialect,
+        config.dialect_reason
     );
 
     // Block the signals we handle before any thread starts, so every thread
@@ -437,6 +450,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     let mut reloader = Reloader {
         path: config_path.clone(),
+        format: args.config_format,
         running: config.clone(),
         access: access.clone(),
     };
@@ -459,6 +473,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 /// serving (restrict rules and rate limits); says what needs a restart.
 struct Reloader {
     path: Option<PathBuf>,
+    format: ConfigFormat,
     running: Config,
     access: Arc<SharedAccess>,
 }
@@ -469,7 +484,7 @@ impl Reloader {
             log::warn!("SIGHUP: running the embedded default configuration; nothing to reload");
             return;
         };
-        let new = match Config::load(path) {
+        let new = match Config::load_with(path, self.format) {
             Ok(c) => c,
             Err(e) => {
                 log::error!("SIGHUP: {e}; keeping the running configuration");

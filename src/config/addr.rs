@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::parser::quoted;
+use super::words::quoted;
 
 /// The NTP port, used when a `listen` address has none.
 const NTP_PORT: u16 = 123;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::{BitOr, BitOrAssign};
 
-use super::parser::{number_in, quoted, suggestion};
+use super::words::{clip, number_in, quoted, suggestion};
 
 /// Which address family a `default` rule covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -333,27 +333,69 @@ fn parse_net(
         )
     })?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
-    match (family, addr) {
-        (Some(Family::V4), IpAddr::V6(_)) => {
-            return Err(format!("restrict: -4 given, but {addr} is an IPv6 address"))
-        }
-        (Some(Family::V6), IpAddr::V4(_)) => {
-            return Err(format!("restrict: -6 given, but {addr} is an IPv4 address"))
-        }
-        _ => {}
-    }
     let prefix_len = match (len_text, mask) {
         (Some(_), Some(_)) => {
             return Err(format!(
-                "restrict: {token}: give either /LEN or mask, not both"
+                "restrict: {}: give either /LEN or mask, not both",
+                clip(token)
             ))
         }
         (Some(len), None) => {
-            let what = format!("restrict: {addr_text}: prefix length");
+            let what = format!("restrict: {}: prefix length", clip(addr_text));
             number_in(&what, Some(len), (0, max))? as u8
         }
         (None, Some(mask)) => mask_prefix(addr, mask)?,
         (None, None) => max as u8,
+    };
+    let target = network("restrict", token, addr, prefix_len)?;
+    let is_v4 = match target {
+        RestrictTarget::Net { addr, .. } => addr.is_ipv4(),
+        RestrictTarget::Default { family } => family == Family::V4,
+    };
+    let mapped = if addr.is_ipv6() && is_v4 {
+        " (an IPv4-mapped address, matched as the IPv4 address it carries)"
+    } else {
+        ""
+    };
+    match (family, is_v4) {
+        (Some(Family::V4), false) => {
+            Err(format!("restrict: -4 given, but {addr} is an IPv6 address"))
+        }
+        (Some(Family::V6), true) => Err(format!(
+            "restrict: -6 given, but {addr} is an IPv4 address{mapped}"
+        )),
+        _ => Ok(target),
+    }
+}
+
+/// The rule for `addr/prefix_len`: host bits cleared, a zero-length prefix
+/// the family's default rule, and an IPv4-mapped IPv6 network (`::ffff:a.b.c.d`
+/// with a prefix of 96 or more) the IPv4 network it stands for, since clients
+/// are matched by the IPv4 address a mapped one carries. `directive` and
+/// `token` are for messages.
+pub(super) fn network(
+    directive: &str,
+    token: &str,
+    addr: IpAddr,
+    prefix_len: u8,
+) -> Result<RestrictTarget, String> {
+    let mapped = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        IpAddr::V4(_) => None,
+    };
+    let (addr, prefix_len) = match mapped {
+        Some(v4) => {
+            if prefix_len < MAPPED_PREFIX {
+                return Err(format!(
+                    "{directive}: {} covers more than the IPv4-mapped addresses \
+                     ::ffff:0:0/96, and clients are matched by the IPv4 address a mapped \
+                     one carries: write an IPv4 rule, or a prefix of 96 or more",
+                    clip(token)
+                ));
+            }
+            (IpAddr::V4(v4), prefix_len - MAPPED_PREFIX)
+        }
+        None => (addr, prefix_len),
     };
     if prefix_len == 0 {
         let family = if addr.is_ipv4() {
@@ -369,6 +411,9 @@ fn parse_net(
     };
     Ok(RestrictTarget::Net { addr, prefix_len })
 }
+
+/// The length of `::ffff:0:0/96`, the IPv4-mapped IPv6 addresses.
+const MAPPED_PREFIX: u8 = 96;
 
 /// The prefix length of a contiguous mask of the same family as `addr`.
 fn mask_prefix(addr: IpAddr, text: &str) -> Result<u8, String> {

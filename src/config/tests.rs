@@ -217,7 +217,14 @@ metrics 127.0.0.1:9123
 clock software
 local stratum 10
 ");
-    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let shown: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        shown,
+        [
+            "ntp.conf: local stratum 10: the host clock is served at stratum 10 and the 4 \
+          server/pool line(s) are not polled while 'local' is set"
+        ]
+    );
     let s = &config.servers;
     assert_eq!(s.len(), 4);
     assert_eq!(
@@ -482,7 +489,7 @@ tinker panic 0
     );
 
     // Every ignored directive is accepted, with or without arguments.
-    for (name, _) in super::parser::IGNORED {
+    for (name, _) in super::ntp::IGNORED {
         let config = ok(&format!("server a\n{name}\n{name} x y z\n"));
         assert_eq!(config.warnings.len(), 2, "{name}");
         assert!(config.warnings[0].message.contains("ignored by tachyon"));
@@ -531,7 +538,12 @@ driftfile /c
     assert_eq!(config.clock, ClockChoice::Software);
     assert_eq!(config.local_stratum, Some(4));
     let shown: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
-    assert_eq!(shown.len(), 8, "{shown:?}");
+    // Seven repeated singletons, and 'local' with a server line.
+    assert_eq!(shown.len(), 9, "{shown:?}");
+    assert!(
+        shown[8].starts_with("ntp.conf: local stratum 4: "),
+        "{shown:?}"
+    );
     assert_eq!(
         shown[0],
         "ntp.conf:9: driftfile: already set on line 2; the value on this line is used"
@@ -869,4 +881,348 @@ fn rcvbuf_takes_bytes_kilobytes_and_megabytes() {
     assert!(twice.warnings[0]
         .message
         .contains("rcvbuf: already set on line 1"));
+}
+
+#[test]
+fn ipv4_mapped_rules_become_ipv4_rules() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    for (line, target) in [
+        (
+            "restrict ::ffff:192.0.2.0/120 noserve",
+            net("192.0.2.0", 24),
+        ),
+        (
+            "restrict ::ffff:192.0.2.77/120 noserve",
+            net("192.0.2.0", 24),
+        ),
+        ("restrict ::ffff:192.0.2.7 noserve", net("192.0.2.7", 32)),
+        (
+            "restrict [::ffff:192.0.2.0]/127 noserve",
+            net("192.0.2.0", 31),
+        ),
+        (
+            "restrict ::ffff:192.0.2.0 mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00 noserve",
+            net("192.0.2.0", 24),
+        ),
+        (
+            "restrict -4 ::ffff:10.1.2.3/112 noserve",
+            net("10.1.0.0", 16),
+        ),
+        (
+            "restrict ::ffff:0.0.0.0/96 noserve",
+            RestrictTarget::Default { family: Family::V4 },
+        ),
+    ] {
+        let config = ok(line);
+        assert_eq!(config.restrict[0].target, target, "{line}");
+    }
+    // The converted rule covers the clients it names, however they arrive.
+    let target = ok("restrict ::ffff:192.0.2.0/120 noserve").restrict[0].target;
+    assert!(target.matches(ip("192.0.2.200")));
+    assert!(target.matches(ip("::ffff:192.0.2.200")));
+    assert!(!target.matches(ip("192.0.3.1")));
+    assert_eq!(target.to_string(), "192.0.2.0/24");
+    // The same network written both ways is one rule.
+    let merged = ok("restrict 192.0.2.0/24 noquery\nrestrict ::ffff:192.0.2.0/120 noserve\n");
+    assert_eq!(merged.restrict.len(), 1);
+    assert_eq!(
+        merged.restrict[0].flags,
+        RestrictFlags::NOQUERY | RestrictFlags::NOSERVE
+    );
+
+    // Shorter than /96 reaches beyond the IPv4-mapped range: no IPv4 rule means that.
+    let e = err("restrict ::ffff:192.0.2.0/64 noserve\n");
+    assert!(
+        e.starts_with("ntp.conf:1: restrict: ::ffff:192.0.2.0/64"),
+        "{e}"
+    );
+    assert!(e.contains("IPv4-mapped"), "{e}");
+    let e = err("restrict ::ffff:192.0.2.0 mask ffff:ffff:: noserve\n");
+    assert!(e.contains("IPv4-mapped"), "{e}");
+    let e = err("restrict -6 ::ffff:192.0.2.1\n");
+    assert!(e.contains("-6 given"), "{e}");
+    assert!(e.contains("IPv4-mapped"), "{e}");
+}
+
+/// `n` distinct `restrict` lines, one host each, plus the same number of
+/// distinct `server` and `listen` lines, and one line repeating the first rule.
+fn many_rules(n: usize) -> String {
+    let mut text = String::with_capacity(n * 60);
+    for i in 0..n {
+        let [_, a, b, c] = (i as u32).to_be_bytes();
+        text.push_str(&format!("restrict 10.{a}.{b}.{c} noquery\n"));
+        text.push_str(&format!("server s{i}.example.net\n"));
+        text.push_str(&format!("listen 10.{a}.{b}.{c}:{}\n", 1 + i % 60000));
+    }
+    text.push_str("restrict 10.0.0.0 noserve\n");
+    text
+}
+
+/// Fastest of three parses, in seconds.
+fn parse_seconds(text: &str) -> f64 {
+    (0..3)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let config = ok(text);
+            let elapsed = start.elapsed().as_secs_f64();
+            assert_eq!(config.warnings.len(), 1);
+            elapsed
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Duplicate detection is a hash look-up per line: ten times the lines take
+/// about ten times as long, not a hundred (200k restrict lines took 11 s
+/// when each line was compared with every earlier one). Ratios of one run,
+/// since absolute times vary with the machine.
+#[test]
+fn many_distinct_lines_parse_in_linear_time() {
+    let small = many_rules(20_000);
+    let large = many_rules(200_000);
+    let config = ok(&large);
+    assert_eq!(config.restrict.len(), 200_000);
+    assert_eq!(config.servers.len(), 200_000);
+    assert_eq!(config.listen.len(), 200_000);
+    assert_eq!(
+        config.restrict[0].flags,
+        RestrictFlags::NOQUERY | RestrictFlags::NOSERVE
+    );
+    let (large_s, small_s) = (parse_seconds(&large), parse_seconds(&small));
+    let ratio = large_s / small_s;
+    eprintln!("parse: 20k lines {small_s:.3} s, 200k lines {large_s:.3} s, ratio {ratio:.1}");
+    // Linear is 10; quadratic would be near 100.
+    assert!(
+        ratio < 30.0,
+        "200k lines took {ratio:.1} times as long as 20k"
+    );
+}
+
+#[test]
+fn oversized_files_are_refused_unread() {
+    // Comment lines, so only the size can be at fault.
+    let line = format!("# {}\n", "x".repeat(77));
+    let lines = (MAX_FILE_BYTES as usize) / line.len() + 1;
+    let file = TempFile::new("huge.conf", line.repeat(lines).as_bytes());
+    let e = Config::load(&file.0).unwrap_err();
+    assert_eq!(e.line, 0);
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(&format!("{}: ", file.0.display())),
+        "{shown}"
+    );
+    assert!(shown.contains("larger than 16 MiB"), "{shown}");
+    // Just under the limit loads.
+    let fits = TempFile::new("big.conf", line.repeat(lines - 1).as_bytes());
+    assert!(Config::load(&fits.0).is_ok());
+}
+
+#[test]
+fn endless_files_are_cut_at_the_limit() {
+    // Used to grow memory until killed.
+    let e = Config::load(Path::new("/dev/zero")).unwrap_err();
+    assert_eq!(e.source, "/dev/zero");
+    assert!(e.message.contains("larger than 16 MiB"), "{e}");
+}
+
+#[test]
+fn overlong_lines_are_refused() {
+    let long = format!("server a\nserver {}\n", "b".repeat(5000));
+    let e = err(&long);
+    assert!(
+        e.starts_with("ntp.conf:2: the line is longer than 4096 bytes"),
+        "{e}"
+    );
+    // A long comment is still a long line: the limit is on what is read.
+    assert!(err(&format!("# {}\n", "c".repeat(5000))).starts_with("ntp.conf:1: "));
+    assert!(Config::parse(&format!("server {}\n", "b".repeat(60)), "x").is_ok());
+}
+
+#[test]
+fn long_tokens_are_clipped_in_messages() {
+    let long = "h".repeat(3000);
+    for text in [
+        format!("server {long}\n"),
+        format!("server {long}.example\n"),
+        format!("{long}\n"),
+        format!("restrict {long}\n"),
+        format!("restrict default {long}\n"),
+        format!("restrict 10.0.0.0/8{long} mask 255.0.0.0\n"),
+        format!("listen {long}\n"),
+        format!("workers {long}\n"),
+        format!("driftfile /a {long}\n"),
+        format!("server a minpoll {long}\n"),
+        format!("server a {long}\n"),
+    ] {
+        let e = err(&text);
+        assert!(e.len() < 1000, "{} bytes: {e}", e.len());
+        assert!(e.contains("… (3"), "{e}");
+    }
+    // A valid but long host name, in a warning.
+    let label = "a".repeat(63);
+    let name = format!("{label}.{label}.{label}.example");
+    let config = ok(&format!("server {name}\nserver {name}\n"));
+    let warning = &config.warnings[0].message;
+    assert!(warning.len() < 200, "{warning}");
+    assert!(
+        warning.contains(&format!("… ({} bytes)", name.len())),
+        "{warning}"
+    );
+}
+
+#[test]
+fn unknown_directive_lists_every_supported_one() {
+    let e = err("frobnicate\n");
+    let list = e
+        .split("supported: ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (see").next())
+        .unwrap_or_else(|| panic!("{e}"));
+    let listed: Vec<&str> = list.split(", ").collect();
+    for name in super::ntp::directive_names() {
+        assert!(listed.contains(&name), "{name} missing from: {e}");
+    }
+    assert_eq!(listed.len(), super::ntp::DIRECTIVES.len(), "{e}");
+    // Every listed directive is one the parser acts on: none is unknown.
+    for name in listed {
+        let e = Config::parse(&format!("{name}\n"), "x").unwrap_err();
+        assert!(!e.message.contains("unknown directive"), "{name}: {e}");
+    }
+}
+
+/// The sample messages in docs/config.md are the ones the parser writes.
+#[test]
+fn documented_unknown_directive_message_is_current() {
+    let doc = include_str!("../../docs/config.md");
+    let shown = err("frobnicate\n");
+    let message = shown.strip_prefix("ntp.conf:1: ").unwrap();
+    assert!(
+        doc.contains(&format!("/etc/ntp.conf:12: {message}")),
+        "docs/config.md does not show: {message}"
+    );
+}
+
+#[test]
+fn ratelimit_leak_must_let_some_requests_through() {
+    // leak 0 would answer every limited request: no limiting at all.
+    let e = err("server a\nratelimit leak 0\n");
+    assert!(
+        e.starts_with("ntp.conf:2: ratelimit leak: expected a number 1..=8, got \"0\""),
+        "{e}"
+    );
+    assert_eq!(ok("server a\nratelimit leak 1\n").ratelimit.leak, 1);
+    assert_eq!(ok("server a\nratelimit leak 8\n").ratelimit.leak, 8);
+    assert!(err("server a\nratelimit leak 9\n").contains("1..=8"));
+    let e = err("server a\nratelimit speed 3\n");
+    assert!(e.contains("leak 1..=8"), "{e}");
+}
+
+/// The modules of src/config, and what each one's `super::` paths name.
+fn config_module_imports() -> Vec<(String, Vec<String>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    let mut modules = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        if path.extension().is_none_or(|e| e != "rs") || name.ends_with("tests") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Unit tests may use anything.
+        let text = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        let mut names = Vec::new();
+        for (i, _) in text.match_indices("super::") {
+            let rest = &text[i + "super::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let group = &group[..group.find('}').unwrap()];
+                names.extend(group.split(',').map(|n| n.trim().to_string()));
+            } else {
+                let end = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                names.push(rest[..end].to_string());
+            }
+        }
+        modules.push((name, names));
+    }
+    modules
+}
+
+/// No import cycles in src/config: the `super::` paths of the modules form a
+/// directed acyclic graph (a name that is not a module is an item of mod.rs).
+#[test]
+fn config_modules_import_without_cycles() {
+    let modules = config_module_imports();
+    let known: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        known.contains(&"mod") && known.contains(&"words"),
+        "{known:?}"
+    );
+    let edges: Vec<(&str, Vec<&str>)> = modules
+        .iter()
+        .map(|(from, names)| {
+            let mut to: Vec<&str> = names
+                .iter()
+                .map(|n| n.split("::").next().unwrap().trim())
+                .map(|n| if known.contains(&n) { n } else { "mod" })
+                .filter(|n| n != from)
+                .collect();
+            to.sort();
+            to.dedup();
+            (from.as_str(), to)
+        })
+        .collect();
+    // Repeatedly remove modules that import nothing left; a cycle remains.
+    let mut left = edges.clone();
+    while let Some(i) = left
+        .iter()
+        .position(|(_, to)| to.iter().all(|t| !left.iter().any(|(m, _)| m == t)))
+    {
+        left.remove(i);
+    }
+    assert!(left.is_empty(), "import cycle among: {left:?}");
+    // words is the bottom: it imports no sibling.
+    let words = edges.iter().find(|(m, _)| *m == "words").unwrap();
+    assert!(words.1.is_empty(), "{words:?}");
+}
+
+/// No function in src/config (tests aside) is longer than 150 lines:
+/// rustfmt closes a function with `}` at the indentation of its `fn`.
+#[test]
+fn config_functions_are_at_most_150_lines() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if path.extension().is_none_or(|e| e != "rs") || name.ends_with("tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().take_while(|l| *l != "#[cfg(test)]").collect();
+        for (start, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let indent = &line[..line.len() - trimmed.len()];
+            let is_fn = trimmed.starts_with("fn ")
+                || trimmed.starts_with("pub fn ")
+                || trimmed.starts_with("pub(super) fn ")
+                || trimmed.starts_with("pub(crate) fn ");
+            if !is_fn || line.ends_with(';') {
+                continue;
+            }
+            let close = format!("{indent}}}");
+            let length = lines[start..]
+                .iter()
+                .position(|l| *l == close)
+                .unwrap_or_else(|| panic!("{}:{}: no end", path.display(), start + 1))
+                + 1;
+            checked += 1;
+            assert!(
+                length <= 150,
+                "{}:{}: {length} lines: {trimmed}",
+                path.display(),
+                start + 1
+            );
+        }
+    }
+    assert!(checked > 50, "only {checked} functions found");
 }

@@ -2,12 +2,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::parser::{number_in, quoted, suggestion};
+use super::words::{clip, number_in, quoted, suggestion};
 
 /// Poll interval bounds, as log2 seconds.
 pub(super) const DEFAULT_MINPOLL: i8 = 6;
 pub(super) const DEFAULT_MAXPOLL: i8 = 10;
-const POLL_RANGE: (i64, i64) = (3, 17);
+pub(super) const POLL_RANGE: (i64, i64) = (3, 17);
+/// Addresses taken from one pool name, as the sync thread does.
+pub(super) const DEFAULT_MAX_SOURCES: u8 = 4;
 
 const OPTIONS: &str = "iburst, burst, prefer, noselect, minpoll N, maxpoll N \
                        (accepted and ignored: version N, key N, xleave, true, autokey)";
@@ -54,6 +56,10 @@ pub struct ServerConfig {
     pub minpoll: i8,
     /// Largest poll interval, log2 seconds (3..=17, default 10).
     pub maxpoll: i8,
+    /// For a pool: the most addresses to take from it (chrony's
+    /// `maxsources`, 1..=16, default 4). The sync thread takes 4 whatever
+    /// this says until it is wired; the chrony parser warns so.
+    pub max_sources: u8,
     /// The line of the configuration file.
     pub line: usize,
 }
@@ -90,13 +96,15 @@ pub(super) fn parse(
     match (family, ip) {
         (Some("-4"), Some(IpAddr::V6(_))) | (Some("-6"), Some(IpAddr::V4(_))) => {
             return Err(format!(
-                "{directive}: {} does not match the address family of {host}",
-                family.unwrap_or_default()
+                "{directive}: {} does not match the address family of {}",
+                family.unwrap_or_default(),
+                clip(&host)
             ));
         }
         (Some(flag), _) => warnings.push(format!(
-            "{directive} {host}: \"{flag}\" is ignored by tachyon (the address family \
-             follows what the name resolves to)"
+            "{directive} {}: \"{flag}\" is ignored by tachyon (the address family \
+             follows what the name resolves to)",
+            clip(&host)
         )),
         (None, _) => {}
     }
@@ -110,12 +118,13 @@ pub(super) fn parse(
         noselect: false,
         minpoll: DEFAULT_MINPOLL,
         maxpoll: DEFAULT_MAXPOLL,
+        max_sources: DEFAULT_MAX_SOURCES,
         line,
     };
     let mut minpoll = None;
     let mut maxpoll = None;
     let mut ignored = Vec::new();
-    let what = format!("{directive} {}", config.host);
+    let what = format!("{directive} {}", clip(&config.host));
     while let Some(option) = args.next() {
         match option {
             "iburst" => config.iburst = true,
@@ -155,6 +164,14 @@ pub(super) fn parse(
                 option.to_string(),
                 "a source is never forced to be a truechimer; selection decides",
             )),
+            // NTPsec's: refused rather than ignored, since polling without it
+            // would silently drop the source's authentication.
+            "nts" => {
+                return Err(format!(
+                    "{what}: nts: tachyon does not support NTS; polling this source without it \
+                     would drop its authentication. Remove 'nts' to poll it unauthenticated"
+                ))
+            }
             _ => {
                 return Err(format!(
                     "{what}: unknown option {}{}; allowed: {OPTIONS}",
@@ -170,17 +187,7 @@ pub(super) fn parse(
         ));
     }
 
-    match (minpoll, maxpoll) {
-        (Some(min), Some(max)) if min > max => {
-            return Err(format!(
-                "{what}: minpoll {min} is greater than maxpoll {max}"
-            ));
-        }
-        _ => {}
-    }
-    // One bound given alone moves the other default out of its way.
-    config.minpoll = minpoll.unwrap_or(DEFAULT_MINPOLL.min(maxpoll.unwrap_or(i8::MAX)));
-    config.maxpoll = maxpoll.unwrap_or(DEFAULT_MAXPOLL.max(config.minpoll));
+    (config.minpoll, config.maxpoll) = poll_bounds(&what, minpoll, maxpoll)?;
 
     if let Some(IpAddr::V4(v4)) = ip {
         if v4.octets()[..2] == [127, 127] {
@@ -194,9 +201,27 @@ pub(super) fn parse(
     Ok(Some(config))
 }
 
+/// The poll bounds of a line from the `minpoll`/`maxpoll` it gives: one
+/// bound given alone moves the other default out of its way.
+pub(super) fn poll_bounds(
+    what: &str,
+    minpoll: Option<i8>,
+    maxpoll: Option<i8>,
+) -> Result<(i8, i8), String> {
+    match (minpoll, maxpoll) {
+        (Some(min), Some(max)) if min > max => Err(format!(
+            "{what}: minpoll {min} is greater than maxpoll {max}"
+        )),
+        _ => {
+            let min = minpoll.unwrap_or(DEFAULT_MINPOLL.min(maxpoll.unwrap_or(i8::MAX)));
+            Ok((min, maxpoll.unwrap_or(DEFAULT_MAXPOLL.max(min))))
+        }
+    }
+}
+
 /// Checks a host token and returns it in stored form, with its address if
 /// it is a literal.
-fn parse_host(directive: &str, token: &str) -> Result<(String, Option<IpAddr>), String> {
+pub(super) fn parse_host(directive: &str, token: &str) -> Result<(String, Option<IpAddr>), String> {
     if let Some(inner) = token.strip_prefix('[') {
         return match inner.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
             Some(Ok(v6)) => Ok((inner[..inner.len() - 1].to_string(), Some(IpAddr::V6(v6)))),
@@ -310,6 +335,12 @@ mod tests {
         let (s, w) = one("127.127.1.0").unwrap();
         assert!(s.is_none());
         assert!(w[0].contains("reference clock"), "{w:?}");
+    }
+
+    #[test]
+    fn ntpsec_nts_is_refused_with_the_reason() {
+        let e = one("time.example.org iburst nts").unwrap_err();
+        assert!(e.contains("does not support NTS"), "{e}");
     }
 
     #[test]

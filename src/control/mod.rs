@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::clock::system_unix_ns;
-use crate::telemetry::histogram::Snapshot;
 use crate::server::stats::{merged, sum, total, Outcome, WorkerStats, OUTCOMES};
 use crate::state::{unix_ns_to_ntp, StateReader};
+use crate::telemetry::histogram::Snapshot;
 
 /// Where the socket lives unless told otherwise: `/run/tachyon/` as root;
 /// otherwise a directory private to the user (`$XDG_RUNTIME_DIR`, else

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use crate::clock::system_unix_ns;
 use crate::control::SourceRow;
-use crate::telemetry::histogram::Snapshot;
 use crate::server::access::SharedAccess;
 use crate::server::stats::{self, merged, WorkerStats, FAMILIES, OUTCOMES};
 use crate::state::{unix_ns_to_ntp, StateReader};
+use crate::telemetry::histogram::Snapshot;
 
 /// Everything a scrape reads.
 pub struct MetricsSource {

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::proto::DropReason;
 use crate::telemetry::histogram::{Histogram, Snapshot};
 pub use crate::telemetry::Counter;
-use crate::proto::DropReason;
 
 /// What became of a received datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

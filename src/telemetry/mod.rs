@@ -28,4 +28,3 @@ impl Counter {
         self.0.load(Ordering::Relaxed)
     }
 }
-

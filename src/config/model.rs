@@ -1,0 +1,319 @@
+//! The typed configuration both dialects yield, and its messages.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::restrict::RestrictRule;
+use super::upstream::ServerConfig;
+
+/// The receive buffer asked for each listening socket unless `rcvbuf` says
+/// otherwise. The kernel doubles it for its bookkeeping and charges each
+/// datagram its full buffer size (about 1.3 KiB for a 48-byte request), so
+/// this holds about 1,600 requests: 4 ms of work for a worker at 400k/s,
+/// 160 ms at 10k/s. Deeper queues only add delay in overload (measured with
+/// 4 MiB: requests waited 15-18 ms instead of about 2 ms, for no more answers);
+/// 512 KiB waited less but dropped a burst at 374k/s that 1 MiB absorbs
+/// (docs/benchmarks.md, "Overload: the receive queue").
+pub const DEFAULT_RCVBUF: usize = 1 << 20;
+
+/// `rcvbuf` bounds: below 16 KiB a scheduling hiccup drops requests even at
+/// low load; above 256 MiB nothing is gained but delay.
+pub const RCVBUF_RANGE: std::ops::RangeInclusive<usize> = (16 << 10)..=(256 << 20);
+
+/// The most a configuration file may hold, in bytes: far above any real
+/// file (the largest pool operators' files are well under 1 MiB), low enough
+/// that a wrong path such as `/dev/zero` is refused at once instead of
+/// filling memory.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// The longest line, in bytes.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// The typed configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file the configuration came from, as shown in messages, or
+    /// `"<embedded default>"`.
+    pub source: String,
+    /// The syntax the file was read in.
+    pub dialect: Dialect,
+    /// Why that dialect, for the log: the command line, the file's name, or
+    /// its first directive that only one dialect has.
+    pub dialect_reason: String,
+    /// Upstream servers and pools, in file order.
+    pub servers: Vec<ServerConfig>,
+    /// Where the frequency correction is kept across restarts.
+    pub driftfile: Option<PathBuf>,
+    /// An IETF/NIST `leap-seconds.list` file.
+    pub leapfile: Option<PathBuf>,
+    /// Access rules, each target once. From an ntp.conf: in file order,
+    /// rules with the same target merged into the first one (flags
+    /// combined). From a chrony.conf: a default for each family (denied
+    /// unless `allow` covers it), then each subnet `allow`/`deny` left.
+    pub restrict: Vec<RestrictRule>,
+    /// Addresses to serve on; empty means the daemon chooses its defaults.
+    pub listen: Vec<SocketAddr>,
+    /// Number of worker threads; `None` means one per core (`workers auto`).
+    pub workers: Option<usize>,
+    /// The packet I/O backend.
+    pub io: IoChoice,
+    /// Where the Prometheus endpoint listens; `None` means no endpoint.
+    pub metrics: Option<SocketAddr>,
+    /// How the served clock is steered.
+    pub clock: ClockChoice,
+    /// `local stratum N`: serve the host clock at stratum N and poll no
+    /// upstream (tests and standalone use).
+    pub local_stratum: Option<u8>,
+    /// chrony's `driftfile`: a drift file in chrony's format (the frequency
+    /// in ppm with the opposite sign to ntpd's, then a skew), which must not
+    /// be read or written as an ntpd driftfile. Not used by the sync thread
+    /// yet; the parser warns so.
+    pub chrony_driftfile: Option<PathBuf>,
+    /// chrony's `makestep THRESHOLD LIMIT`. Not applied by the sync thread
+    /// yet (it steps only at its first update, beyond 0.128 s); the parser
+    /// warns so.
+    pub makestep: Option<MakeStep>,
+    /// chrony's `minsources N`: the fewest selectable sources before the
+    /// clock is steered. Not applied by the sync thread yet (its own rule: 3
+    /// with 4 or more sources, else 1); the parser warns so.
+    pub min_sources: Option<u32>,
+    /// Per-client rate limiting for `restrict ... limited` (`ratelimit ...`).
+    pub ratelimit: RateLimitParams,
+    /// SO_RCVBUF asked for each listening socket (`rcvbuf SIZE`).
+    pub rcvbuf: usize,
+    /// Everything that was accepted but ignored, or overridden.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// The two configuration file syntaxes tachyon reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// ntpd's and NTPsec's `ntp.conf`, with tachyon's own directives.
+    #[default]
+    Ntp,
+    /// chronyd's `chrony.conf`, with tachyon's own directives.
+    Chrony,
+}
+
+impl Dialect {
+    /// The name used on the command line and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Ntp => "ntp",
+            Dialect::Chrony => "chrony",
+        }
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the dialect of a file is chosen (`--config-format ntp|chrony|auto`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ConfigFormat {
+    /// By the file's name, else by its first dialect-specific directive,
+    /// else ntp.conf.
+    #[default]
+    Auto,
+    /// This dialect, whatever the file.
+    Only(Dialect),
+}
+
+impl fmt::Display for ConfigFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigFormat::Auto => f.write_str("auto"),
+            ConfigFormat::Only(d) => d.fmt(f),
+        }
+    }
+}
+
+impl FromStr for ConfigFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(ConfigFormat::Auto),
+            "ntp" => Ok(ConfigFormat::Only(Dialect::Ntp)),
+            "chrony" => Ok(ConfigFormat::Only(Dialect::Chrony)),
+            _ => Err(format!(
+                "expected \"ntp\", \"chrony\" or \"auto\", got {s:?}"
+            )),
+        }
+    }
+}
+
+/// chrony's `makestep THRESHOLD LIMIT`: step the clock instead of slewing
+/// when the offset is larger than `threshold`, in the first `limit` clock
+/// updates (`None`: in any update, chrony's negative limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MakeStep {
+    pub threshold: std::time::Duration,
+    pub limit: Option<u32>,
+}
+
+/// The packet I/O backend (`io uring|mmsg|auto`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum IoChoice {
+    /// io_uring where the kernel supports it, else recvmmsg/sendmmsg.
+    #[default]
+    Auto,
+    /// io_uring only; failing to set it up is an error.
+    Uring,
+    /// recvmmsg/sendmmsg.
+    Mmsg,
+}
+
+impl IoChoice {
+    /// The keyword used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoChoice::Auto => "auto",
+            IoChoice::Uring => "uring",
+            IoChoice::Mmsg => "mmsg",
+        }
+    }
+}
+
+impl fmt::Display for IoChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for IoChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(IoChoice::Auto),
+            "uring" => Ok(IoChoice::Uring),
+            "mmsg" => Ok(IoChoice::Mmsg),
+            _ => Err(format!(
+                "expected \"uring\", \"mmsg\" or \"auto\", got \"{s}\""
+            )),
+        }
+    }
+}
+
+/// How the served clock is steered (`clock system|software|auto`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ClockChoice {
+    /// The system clock when the process may adjust it, else software.
+    #[default]
+    Auto,
+    /// Discipline the system clock (`clock_adjtime`).
+    System,
+    /// Leave the system clock alone; serve system time plus a correction.
+    Software,
+}
+
+impl ClockChoice {
+    /// The keyword used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockChoice::Auto => "auto",
+            ClockChoice::System => "system",
+            ClockChoice::Software => "software",
+        }
+    }
+}
+
+impl fmt::Display for ClockChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ClockChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(ClockChoice::Auto),
+            "system" => Ok(ClockChoice::System),
+            "software" => Ok(ClockChoice::Software),
+            _ => Err(format!(
+                "expected \"system\", \"software\" or \"auto\", got \"{s}\""
+            )),
+        }
+    }
+}
+
+/// Something accepted but ignored or overridden, to be logged at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The file: [`Config::source`], or a file it includes.
+    pub source: String,
+    /// 1-based line number; 0 for the file as a whole.
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_located(f, &self.source, self.line, &self.message)
+    }
+}
+
+/// Why a configuration was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as given to [`Config::parse`] or [`Config::load`], or a
+    /// file it includes.
+    pub source: String,
+    /// 1-based line number; 0 when the file as a whole is at fault.
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_located(f, &self.source, self.line, &self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `SOURCE:LINE: MESSAGE`, or `SOURCE: MESSAGE` for line 0.
+fn write_located(f: &mut fmt::Formatter<'_>, source: &str, line: usize, msg: &str) -> fmt::Result {
+    if line == 0 {
+        write!(f, "{source}: {msg}")
+    } else {
+        write!(f, "{source}:{line}: {msg}")
+    }
+}
+
+/// Rate-limit parameters (`ratelimit interval I burst B leak L table N ipv6prefix P`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitParams {
+    /// log2 of the sustained average interval between requests, in seconds.
+    pub interval: i8,
+    /// Requests allowed back to back before limiting starts (1..=255).
+    pub burst: u8,
+    /// When limited, answer 1 in 2^leak anyway, so a spoofed flood cannot
+    /// silence the address it spoofs (1..=8; the parser refuses 0, which
+    /// would answer everything, i.e. not limit at all).
+    pub leak: u8,
+    /// Entries in the table (rounded up to a power of two, at least 1024).
+    pub table_entries: usize,
+    /// IPv6 clients are limited per prefix of this length.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for RateLimitParams {
+    fn default() -> Self {
+        RateLimitParams {
+            interval: 1,
+            burst: 16,
+            leak: 2,
+            table_entries: 1 << 20,
+            ipv6_prefix: 64,
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! tachyon's own directives, the same in both dialects: `listen`, `workers`,
+//! `io`, `rcvbuf`, `metrics` and `clock`.
+
+use super::addr;
+use super::builder::{At, Builder};
+use super::model::{ClockChoice, IoChoice, RCVBUF_RANGE};
+use super::words::{exactly_one, parse_size, quoted};
+
+/// `listen ADDRESS[:PORT]`.
+pub(super) fn listen(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    let token = exactly_one("listen", args, "an address such as 192.0.2.1")?;
+    let addr = addr::parse_listen(token)?;
+    b.add_listen(addr, at);
+    Ok(())
+}
+
+/// `workers N|auto`.
+pub(super) fn workers(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    const EXPECTED: &str = "a number 1..=1024 or \"auto\"";
+    let token = exactly_one("workers", args, EXPECTED)?;
+    let workers = match token {
+        "auto" => None,
+        _ => match token.parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Some(n),
+            _ => {
+                return Err(format!(
+                    "workers: expected {EXPECTED}, got {}",
+                    quoted(token)
+                ))
+            }
+        },
+    };
+    b.once("workers", at);
+    b.config.workers = workers;
+    Ok(())
+}
+
+/// `io uring|mmsg|auto`.
+pub(super) fn io(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    let token = exactly_one("io", args, "\"uring\", \"mmsg\" or \"auto\"")?;
+    let io = token.parse::<IoChoice>().map_err(|e| format!("io: {e}"))?;
+    b.once("io", at);
+    b.config.io = io;
+    Ok(())
+}
+
+/// `rcvbuf SIZE`.
+pub(super) fn rcvbuf(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    const EXPECTED: &str = "a size 16K..256M (bytes, or with K or M)";
+    let token = exactly_one("rcvbuf", args, EXPECTED)?;
+    let bytes = parse_size(token)
+        .filter(|b| RCVBUF_RANGE.contains(b))
+        .ok_or_else(|| format!("rcvbuf: expected {EXPECTED}, got {}", quoted(token)))?;
+    b.once("rcvbuf", at);
+    b.config.rcvbuf = bytes;
+    Ok(())
+}
+
+/// `metrics ADDRESS:PORT`.
+pub(super) fn metrics(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    let token = exactly_one("metrics", args, "ADDRESS:PORT such as 127.0.0.1:9123")?;
+    let addr = addr::parse_metrics(token)?;
+    b.once("metrics", at);
+    b.config.metrics = Some(addr);
+    Ok(())
+}
+
+/// `clock system|software|auto`.
+pub(super) fn clock(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    let token = exactly_one("clock", args, "\"system\", \"software\" or \"auto\"")?;
+    let clock = token
+        .parse::<ClockChoice>()
+        .map_err(|e| format!("clock: {e}"))?;
+    b.once("clock", at);
+    b.config.clock = clock;
+    Ok(())
+}
