@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod metrics;
+pub mod observe;
 pub mod privileges;
 pub mod proto;
 pub mod server;

@@ -290,7 +290,7 @@ fn selects_the_honest_majority_and_rejects_the_falseticker() {
         "{metrics}"
     );
     let log = daemon.stop();
-    assert!(log.contains("source 127.0.4.4: falseticker"), "{log}");
+    assert!(log.contains("127.0.4.4 is a falseticker"), "{log}");
 
     // The driftfile was written on the way out, and a restart resumes from it.
     let text = std::fs::read_to_string(&drift).expect("driftfile written");

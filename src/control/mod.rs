@@ -5,8 +5,7 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::clock::system_unix_ns;
-use crate::server::stats::{merged, sum, total, Outcome, WorkerStats, OUTCOMES};
-use crate::state::{unix_ns_to_ntp, StateReader};
+use crate::observe::Observed;
+use crate::server::stats::{merged, sum, Outcome};
+use crate::state::unix_ns_to_ntp;
+use crate::sync::refid::refid_text;
 use crate::telemetry::histogram::Snapshot;
 
 /// Where the socket lives unless told otherwise: `/run/tachyon/` as root;
@@ -151,20 +152,6 @@ pub struct Stats {
     pub per_worker: Vec<u64>,
 }
 
-/// What the control socket reads.
-#[derive(Clone)]
-pub struct ControlSource {
-    pub workers: Vec<Arc<WorkerStats>>,
-    pub backend: &'static str,
-    pub clock: String,
-    pub state: StateReader,
-    pub started: Instant,
-    /// Filled by the sync thread.
-    pub sources: Arc<Mutex<Vec<SourceRow>>>,
-    /// Requests per second over the last seconds (f64 bits), kept by the daemon.
-    pub request_rate: Arc<AtomicU64>,
-}
-
 fn percentiles(s: &Snapshot, scale: f64) -> Percentiles {
     let q = |p| s.quantile(p).map(|v| v as f64 * scale);
     Percentiles {
@@ -175,103 +162,97 @@ fn percentiles(s: &Snapshot, scale: f64) -> Percentiles {
     }
 }
 
-/// Renders a reference ID the way ntpq does: dotted quad, or ASCII for
-/// stratum 0/1 codes such as GPS, LOCL, RATE.
-pub fn refid_text(id: [u8; 4], stratum: u8) -> String {
-    if stratum <= 1 && id.iter().all(|b| *b == 0 || b.is_ascii_graphic()) {
-        let s: String = id
-            .iter()
-            .take_while(|b| **b != 0)
-            .map(|b| *b as char)
-            .collect();
-        return format!(".{s}.");
+/// `tachyonctl status`.
+pub fn status(view: &Observed) -> Status {
+    let st = view.state.read();
+    let sys = &st.system;
+    let now = unix_ns_to_ntp(st.correction.apply(system_unix_ns()));
+    let counts = view.outcomes();
+    let received = counts.received();
+    let answered = counts.get(Outcome::Answered);
+    let kod = counts.get(Outcome::Kod);
+    let dispersion = sys.root_dispersion_at(now);
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_seconds: view.started.elapsed().as_secs_f64(),
+        synchronized: sys.is_synchronized(),
+        leap: sys.leap as u8,
+        stratum: sys.stratum,
+        refid: if sys.reference_id == *b"LOCL" {
+            ".LOCL.".into()
+        } else {
+            refid_text(sys.reference_id, sys.stratum)
+        },
+        reference_age_seconds: (!sys.reference_time.is_zero())
+            .then(|| now.seconds_since(sys.reference_time)),
+        clock: view.clock.clone(),
+        offset_seconds: st.correction.offset,
+        frequency_ppm: st.correction.frequency * 1e6,
+        root_delay_seconds: sys.root_delay,
+        root_dispersion_seconds: dispersion,
+        root_distance_seconds: sys.root_delay / 2.0 + dispersion,
+        precision_log2: sys.precision,
+        workers: view.workers.len(),
+        backend: view.backend.to_string(),
+        requests_per_second: view.requests_per_second(),
+        received,
+        answered,
+        kod,
+        dropped: received - answered - kod,
     }
-    format!("{}.{}.{}.{}", id[0], id[1], id[2], id[3])
 }
 
-impl ControlSource {
-    pub fn status(&self) -> Status {
-        let st = self.state.read();
-        let sys = &st.system;
-        let now = unix_ns_to_ntp(st.correction.apply(system_unix_ns()));
-        // One read of each counter: the workers go on counting while this
-        // runs, and totals taken at different moments need not add up.
-        let counts: Vec<(Outcome, u64)> = OUTCOMES
+/// `tachyonctl stats`.
+pub fn stats(view: &Observed) -> Stats {
+    let merge = |pick| merged(&view.workers, pick);
+    let sum = |counter| sum(&view.workers, counter);
+    Stats {
+        outcomes: view
+            .outcomes()
             .iter()
-            .map(|o| (*o, total(&self.workers, *o)))
-            .collect();
-        let count_of = |wanted| {
-            counts
-                .iter()
-                .find(|(o, _)| *o == wanted)
-                .map_or(0, |(_, n)| *n)
-        };
-        let received: u64 = counts.iter().map(|(_, n)| n).sum();
-        let answered = count_of(Outcome::Answered);
-        let kod = count_of(Outcome::Kod);
-        let dispersion = sys.root_dispersion_at(now);
-        Status {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            uptime_seconds: self.started.elapsed().as_secs_f64(),
-            synchronized: sys.is_synchronized(),
-            leap: sys.leap as u8,
-            stratum: sys.stratum,
-            refid: if sys.reference_id == [b'L', b'O', b'C', b'L'] {
-                ".LOCL.".into()
-            } else {
-                refid_text(sys.reference_id, sys.stratum)
-            },
-            reference_age_seconds: (!sys.reference_time.is_zero())
-                .then(|| now.seconds_since(sys.reference_time)),
-            clock: self.clock.clone(),
-            offset_seconds: st.correction.offset,
-            frequency_ppm: st.correction.frequency * 1e6,
-            root_delay_seconds: sys.root_delay,
-            root_dispersion_seconds: dispersion,
-            root_distance_seconds: sys.root_delay / 2.0 + dispersion,
-            precision_log2: sys.precision,
-            workers: self.workers.len(),
-            backend: self.backend.to_string(),
-            requests_per_second: f64::from_bits(self.request_rate.load(Ordering::Relaxed)),
-            received,
-            answered,
-            kod,
-            dropped: received - answered - kod,
-        }
+            .map(|(o, n)| (o.label().to_string(), n))
+            .collect(),
+        rate_limit_leaked: sum(|w| w.rate_limit_leaked.get()),
+        rx_timestamp_missing: sum(|w| w.rx_stamp_missing.get()),
+        socket_drops: sum(|w| w.socket_drops.get()),
+        receive_errors: sum(|w| w.recv_errors.get()),
+        send_errors: sum(|w| w.send_errors.get()),
+        response_time: percentiles(&merge(|w| &w.response_time), 1e-9),
+        batch_size: percentiles(&merge(|w| &w.batch_size), 1.0),
+        per_worker: view.workers.iter().map(|w| w.received()).collect(),
     }
+}
 
-    pub fn stats(&self) -> Stats {
-        let merge = |pick| merged(&self.workers, pick);
-        let sum = |counter| sum(&self.workers, counter);
-        Stats {
-            outcomes: OUTCOMES
-                .iter()
-                .map(|o| (o.label().to_string(), total(&self.workers, *o)))
-                .collect(),
-            rate_limit_leaked: sum(|w| w.rate_limit_leaked.get()),
-            rx_timestamp_missing: sum(|w| w.rx_stamp_missing.get()),
-            socket_drops: sum(|w| w.socket_drops.get()),
-            receive_errors: sum(|w| w.recv_errors.get()),
-            send_errors: sum(|w| w.send_errors.get()),
-            response_time: percentiles(&merge(|w| &w.response_time), 1e-9),
-            batch_size: percentiles(&merge(|w| &w.batch_size), 1.0),
-            per_worker: self.workers.iter().map(|w| w.received()).collect(),
-        }
-    }
+/// `tachyonctl sources`: the sync thread's reports as `ntpq -p` shows them.
+pub fn sources(view: &Observed) -> Vec<SourceRow> {
+    view.sources
+        .read()
+        .iter()
+        .map(|r| SourceRow {
+            mark: r.mark.symbol().to_string(),
+            remote: r.address.to_string(),
+            refid: refid_text(r.refid, r.stratum),
+            stratum: r.stratum,
+            when: r.last_sample_age,
+            poll: r.poll,
+            reach: r.reach,
+            delay_ms: r.delay.unwrap_or(0.0) * 1e3,
+            offset_ms: r.offset.unwrap_or(0.0) * 1e3,
+            jitter_ms: r.jitter.unwrap_or(0.0) * 1e3,
+            state: r.mark.as_str().to_string(),
+        })
+        .collect()
+}
 
-    pub fn sources(&self) -> Vec<SourceRow> {
-        self.sources.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    fn answer(&self, command: &str) -> Result<String, String> {
-        let json = match command {
-            "status" => serde_json::to_string(&self.status()),
-            "stats" => serde_json::to_string(&self.stats()),
-            "sources" => serde_json::to_string(&self.sources()),
-            other => return Err(format!("unknown command {other:?}: status, sources, stats")),
-        };
-        json.map_err(|e| e.to_string())
-    }
+/// The answer to one command line.
+fn answer(view: &Observed, command: &str) -> Result<String, String> {
+    let json = match command {
+        "status" => serde_json::to_string(&status(view)),
+        "stats" => serde_json::to_string(&stats(view)),
+        "sources" => serde_json::to_string(&sources(view)),
+        other => return Err(format!("unknown command {other:?}: status, sources, stats")),
+    };
+    json.map_err(|e| e.to_string())
 }
 
 /// The longest request line (a command word) read from a client.
@@ -388,20 +369,19 @@ impl BoundControl {
         Ok(())
     }
 
-    pub fn start(self, source: ControlSource) -> io::Result<ControlServer> {
+    pub fn start(self, view: Arc<Observed>) -> io::Result<ControlServer> {
         let BoundControl { path, listener, .. } = self;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()?;
         let (stop, stopped) = oneshot::channel();
-        let source = Arc::new(source);
         let thread = std::thread::Builder::new()
             .name("tachyon-control".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     match tokio::net::UnixListener::from_std(listener) {
-                        Ok(listener) => accept_loop(listener, source, stopped).await,
+                        Ok(listener) => accept_loop(listener, view, stopped).await,
                         Err(e) => log::error!("control socket: {e}"),
                     }
                 })
@@ -416,7 +396,7 @@ impl BoundControl {
 
 async fn accept_loop(
     listener: tokio::net::UnixListener,
-    source: Arc<ControlSource>,
+    view: Arc<Observed>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
@@ -431,10 +411,10 @@ async fn accept_loop(
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     continue;
                 };
-                let source = source.clone();
+                let view = view.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
-                    match tokio::time::timeout(EXCHANGE_DEADLINE, serve(stream, &source)).await {
+                    match tokio::time::timeout(EXCHANGE_DEADLINE, serve(stream, &view)).await {
                         Ok(Err(e)) => log::debug!("control socket: {e}"),
                         Err(_) => log::debug!("control socket: client too slow, cut off"),
                         Ok(Ok(())) => {}
@@ -453,14 +433,14 @@ async fn accept_loop(
 }
 
 /// One exchange: a command line in, one JSON document out.
-async fn serve(stream: tokio::net::UnixStream, source: &ControlSource) -> io::Result<()> {
+async fn serve(stream: tokio::net::UnixStream, view: &Observed) -> io::Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let (reader, mut writer) = stream.into_split();
     let mut line = String::new();
     BufReader::new(reader.take(MAX_REQUEST_BYTES))
         .read_line(&mut line)
         .await?;
-    let answer = match source.answer(line.trim()) {
+    let answer = match answer(view, line.trim()) {
         Ok(json) => json,
         Err(message) => serde_json::json!({ "error": message }).to_string(),
     };
@@ -533,17 +513,4 @@ pub fn request(path: &Path, command: &str) -> Result<String, String> {
         }
     }
     Ok(answer)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refids_render_like_ntpq() {
-        assert_eq!(refid_text([192, 0, 2, 1], 2), "192.0.2.1");
-        assert_eq!(refid_text(*b"GPS\0", 1), ".GPS.");
-        assert_eq!(refid_text(*b"RATE", 0), ".RATE.");
-        assert_eq!(refid_text([0, 0, 0, 0], 0), "..");
-    }
 }

@@ -2,26 +2,13 @@
 //! from the workers' counters and histograms and the published server state.
 
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use crate::clock::system_unix_ns;
-use crate::control::SourceRow;
-use crate::server::access::SharedAccess;
+use crate::observe::Observed;
 use crate::server::stats::{self, merged, WorkerStats, FAMILIES, OUTCOMES};
-use crate::state::{unix_ns_to_ntp, StateReader};
+use crate::state::unix_ns_to_ntp;
+use crate::sync::SourceReport;
 use crate::telemetry::histogram::Snapshot;
-
-/// Everything a scrape reads.
-pub struct MetricsSource {
-    pub workers: Vec<Arc<WorkerStats>>,
-    pub backend: &'static str,
-    pub state: StateReader,
-    pub access: Arc<SharedAccess>,
-    pub started: Instant,
-    /// Upstream sources as the sync thread last reported them.
-    pub sources: Arc<Mutex<Vec<SourceRow>>>,
-}
 
 struct Out(String);
 
@@ -56,10 +43,19 @@ impl Out {
 }
 
 /// Renders the whole exposition.
-pub fn render(src: &MetricsSource) -> String {
+pub fn render(view: &Observed) -> String {
     let mut o = Out(String::with_capacity(16 * 1024));
-    let workers = &src.workers;
+    render_process(&mut o, view);
+    render_requests(&mut o, view);
+    render_counters(&mut o, &view.workers);
+    render_workers(&mut o, view);
+    render_system(&mut o, view);
+    render_sources(&mut o, &view.sources.read());
+    o.0
+}
 
+/// Build information and uptime.
+fn render_process(o: &mut Out, view: &Observed) {
     o.header(
         "tachyon_build_info",
         "gauge",
@@ -70,7 +66,7 @@ pub fn render(src: &MetricsSource) -> String {
         &format!(
             "version=\"{}\",backend=\"{}\"",
             env!("CARGO_PKG_VERSION"),
-            src.backend
+            view.backend
         ),
         1,
     );
@@ -82,9 +78,12 @@ pub fn render(src: &MetricsSource) -> String {
     o.sample(
         "tachyon_uptime_seconds",
         "",
-        src.started.elapsed().as_secs_f64(),
+        view.started.elapsed().as_secs_f64(),
     );
+}
 
+/// Datagrams by family, version and outcome.
+fn render_requests(o: &mut Out, view: &Observed) {
     o.header(
         "tachyon_requests_total",
         "counter",
@@ -93,7 +92,8 @@ pub fn render(src: &MetricsSource) -> String {
     for (f, family) in FAMILIES.iter().enumerate() {
         for version in 0..8 {
             for outcome in OUTCOMES {
-                let n: u64 = workers
+                let n: u64 = view
+                    .workers
                     .iter()
                     .map(|w| w.requests(f, version, outcome))
                     .sum();
@@ -113,6 +113,10 @@ pub fn render(src: &MetricsSource) -> String {
             }
         }
     }
+}
+
+/// Byte and error counters, and the two histograms.
+fn render_counters(o: &mut Out, workers: &[std::sync::Arc<WorkerStats>]) {
     let sum = |counter: fn(&WorkerStats) -> u64| stats::sum(workers, counter);
     for (name, help, value) in [
         (
@@ -159,7 +163,6 @@ pub fn render(src: &MetricsSource) -> String {
         o.header(name, "counter", help);
         o.sample(name, "", value);
     }
-
     o.histogram(
         "tachyon_response_time_seconds",
         "Server processing time of answered requests: kernel receive timestamp (T2) to transmit timestamp (T3).",
@@ -172,7 +175,11 @@ pub fn render(src: &MetricsSource) -> String {
         &merged(workers, |w| &w.batch_size),
         1.0,
     );
+}
 
+/// Per-worker packets and busy time, and the rate limiter's table.
+fn render_workers(o: &mut Out, view: &Observed) {
+    let workers = &view.workers;
     o.header(
         "tachyon_worker_packets_total",
         "counter",
@@ -202,16 +209,15 @@ pub fn render(src: &MetricsSource) -> String {
         "gauge",
         "Fraction of the time since start each worker spent handling batches.",
     );
-    let uptime_ns = src.started.elapsed().as_nanos().max(1) as f64;
+    let uptime_ns = view.started.elapsed().as_nanos().max(1) as f64;
     for (i, w) in workers.iter().enumerate() {
         o.sample(
             "tachyon_worker_busy_ratio",
-            &format!("worker=\"{i}\",backend=\"{}\"", src.backend),
+            &format!("worker=\"{i}\",backend=\"{}\"", view.backend),
             w.busy_ns.get() as f64 / uptime_ns,
         );
     }
-
-    let limiter = src.access.current().limiter;
+    let limiter = view.access.current().limiter;
     o.header(
         "tachyon_ratelimit_table_capacity",
         "gauge",
@@ -224,8 +230,11 @@ pub fn render(src: &MetricsSource) -> String {
         "Memory of the rate-limit table.",
     );
     o.sample("tachyon_ratelimit_table_bytes", "", limiter.memory_bytes());
+}
 
-    let state = src.state.read();
+/// What the server serves: the published state.
+fn render_system(o: &mut Out, view: &Observed) {
+    let state = view.state.read();
     let sys = &state.system;
     let now = unix_ns_to_ntp(state.correction.apply(system_unix_ns()));
     for (name, help, value) in [
@@ -282,19 +291,16 @@ pub fn render(src: &MetricsSource) -> String {
         o.header(name, "gauge", help);
         o.sample(name, "", value);
     }
-    render_sources(&mut o, src);
-    o.0
 }
 
 /// Per-source gauges, labelled by address.
-fn render_sources(o: &mut Out, src: &MetricsSource) {
-    let rows = src.sources.lock().map(|r| r.clone()).unwrap_or_default();
+fn render_sources(o: &mut Out, reports: &[SourceReport]) {
     o.header(
         "tachyon_sources",
         "gauge",
         "Upstream sources configured and resolved.",
     );
-    o.sample("tachyon_sources", "", rows.len());
+    o.sample("tachyon_sources", "", reports.len());
     o.header(
         "tachyon_sources_selectable",
         "gauge",
@@ -303,26 +309,24 @@ fn render_sources(o: &mut Out, src: &MetricsSource) {
     o.sample(
         "tachyon_sources_selectable",
         "",
-        rows.iter()
-            .filter(|r| r.mark == "*" || r.mark == "+")
-            .count(),
+        reports.iter().filter(|r| r.mark.is_selected()).count(),
     );
-    type Field = fn(&SourceRow) -> f64;
+    type Field = fn(&SourceReport) -> f64;
     let gauges: [(&str, &str, Field); 7] = [
         (
             "tachyon_source_offset_seconds",
             "Estimated offset of the source (positive: we are behind).",
-            |r| r.offset_ms * 1e-3,
+            |r| r.offset.unwrap_or(0.0),
         ),
         (
             "tachyon_source_delay_seconds",
             "Round-trip delay of the source's best recent sample.",
-            |r| r.delay_ms * 1e-3,
+            |r| r.delay.unwrap_or(0.0),
         ),
         (
             "tachyon_source_jitter_seconds",
             "The source's jitter.",
-            |r| r.jitter_ms * 1e-3,
+            |r| r.jitter.unwrap_or(0.0),
         ),
         (
             "tachyon_source_stratum",
@@ -342,13 +346,13 @@ fn render_sources(o: &mut Out, src: &MetricsSource) {
         (
             "tachyon_source_last_sample_age_seconds",
             "Seconds since the source's last valid sample; -1 if none.",
-            |r| r.when.unwrap_or(-1.0),
+            |r| r.last_sample_age.unwrap_or(-1.0),
         ),
     ];
     for (name, help, field) in gauges {
         o.header(name, "gauge", help);
-        for r in &rows {
-            o.sample(name, &format!("source=\"{}\"", r.remote), field(r));
+        for r in reports {
+            o.sample(name, &format!("source=\"{}\"", r.address), field(r));
         }
     }
     o.header(
@@ -356,10 +360,10 @@ fn render_sources(o: &mut Out, src: &MetricsSource) {
         "gauge",
         "1 for the source's current selection state, by state (system peer, survivor, candidate, falseticker, unreachable, ...).",
     );
-    for r in &rows {
+    for r in reports {
         o.sample(
             "tachyon_source_selected",
-            &format!("source=\"{}\",state=\"{}\"", r.remote, r.state),
+            &format!("source=\"{}\",state=\"{}\"", r.address, r.mark.as_str()),
             1,
         );
     }

@@ -23,7 +23,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{oneshot, Semaphore};
 
-use super::exposition::{render, MetricsSource};
+use super::exposition::render;
+use crate::observe::Observed;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The most a request's head (request line and headers) may take; hyper's
@@ -48,7 +49,7 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    pub fn start(addr: SocketAddr, source: MetricsSource) -> io::Result<MetricsServer> {
+    pub fn start(addr: SocketAddr, view: Arc<Observed>) -> io::Result<MetricsServer> {
         let listener = std::net::TcpListener::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("metrics endpoint {addr}: {e}")))?;
         listener.set_nonblocking(true)?;
@@ -58,7 +59,7 @@ impl MetricsServer {
             .enable_time()
             .build()?;
         let (stop, stopped) = oneshot::channel();
-        let source = Arc::new(source);
+        let source = view;
         let thread = std::thread::Builder::new()
             .name("tachyon-metrics".into())
             .spawn(move || {
@@ -94,7 +95,7 @@ impl Drop for MetricsServer {
 
 async fn accept_loop(
     listener: tokio::net::TcpListener,
-    source: Arc<MetricsSource>,
+    source: Arc<Observed>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -130,7 +131,7 @@ async fn accept_loop(
 }
 
 /// One connection: one request, one answer.
-async fn exchange(stream: tokio::net::TcpStream, source: Arc<MetricsSource>) {
+async fn exchange(stream: tokio::net::TcpStream, source: Arc<Observed>) {
     let service = service_fn(move |request: Request<Incoming>| {
         let source = source.clone();
         async move { Ok::<_, Infallible>(answer(&request, &source)) }
@@ -147,7 +148,7 @@ async fn exchange(stream: tokio::net::TcpStream, source: Arc<MetricsSource>) {
     }
 }
 
-fn answer(request: &Request<Incoming>, source: &MetricsSource) -> Response<Full<Bytes>> {
+fn answer(request: &Request<Incoming>, source: &Observed) -> Response<Full<Bytes>> {
     let (status, content_type, body) = if request.method() != Method::GET {
         (
             StatusCode::METHOD_NOT_ALLOWED,

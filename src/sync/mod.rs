@@ -18,13 +18,16 @@
 //! - [`driftfile`], [`leapfile`]: the files ntpd operators already have.
 #![forbid(unsafe_code)]
 
+pub mod board;
 pub mod control;
 pub mod discipline;
 pub mod driftfile;
 pub mod engine;
 pub mod estimate;
+pub mod exchange;
 pub mod filter;
 pub mod leapfile;
+pub mod names;
 pub mod refid;
 pub mod runner;
 pub mod select;
@@ -35,6 +38,7 @@ mod sim;
 #[cfg(test)]
 mod sim_scenarios;
 
+pub use board::SourceBoard;
 pub use control::{ClockControl, ClockError, ClockStatus, HostTime, SoftwareClock, SystemTime};
 pub use discipline::{ClockUpdate, DisciplineConfig};
 pub use engine::{

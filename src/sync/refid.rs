@@ -18,6 +18,20 @@ pub fn reference_id(addr: IpAddr) -> [u8; 4] {
     }
 }
 
+/// Renders a reference ID the way ntpq does: dotted quad, or ASCII for
+/// stratum 0/1 codes such as GPS, LOCL, RATE.
+pub fn refid_text(id: [u8; 4], stratum: u8) -> String {
+    if stratum <= 1 && id.iter().all(|b| *b == 0 || b.is_ascii_graphic()) {
+        let s: String = id
+            .iter()
+            .take_while(|b| **b != 0)
+            .map(|b| *b as char)
+            .collect();
+        return format!(".{s}.");
+    }
+    format!("{}.{}.{}.{}", id[0], id[1], id[2], id[3])
+}
+
 /// Per-round left-rotation amounts.
 const SHIFTS: [[u32; 4]; 4] = [
     [7, 12, 17, 22],
@@ -88,6 +102,14 @@ pub fn md5(data: &[u8]) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refids_render_like_ntpq() {
+        assert_eq!(refid_text([192, 0, 2, 1], 2), "192.0.2.1");
+        assert_eq!(refid_text(*b"GPS\0", 1), ".GPS.");
+        assert_eq!(refid_text(*b"RATE", 0), ".RATE.");
+        assert_eq!(refid_text([0, 0, 0, 0], 0), "..");
+    }
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -1,42 +1,42 @@
-//! The sync thread: the I/O around the sans-IO [`Engine`]. It resolves the
-//! configured names, sends each poll from a fresh random-port socket (RFC 9109),
-//! reads replies with their kernel receive timestamps, drives the engine, and
-//! publishes the server state through the seqlock.
+//! The sync thread: the I/O around the sans-IO [`Engine`]. It has the
+//! configured names looked up (`names`), sends each poll from a fresh
+//! random-port socket and reads replies with their kernel receive timestamps
+//! (`exchange`), drives the engine, keeps the driftfile, and is the one
+//! publisher of the server state (through the seqlock) and of the source
+//! reports. With `local stratum` it serves the host clock instead, and
+//! publishes that.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::io::IoSliceMut;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{
-    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage, TimestampingFlag,
-    Timestamps,
-};
 
+use super::exchange::{open_request_socket, receive, InFlight};
+use super::names::{Name, Resolver, POOL_MEMBERS, RESOLVE_RETRY};
 use super::{
-    ClockControl, ClockError, Engine, EngineConfig, Mark, SoftwareClock, SourceId, SourceOptions,
+    ClockControl, ClockError, Engine, EngineConfig, Mark, SoftwareClock, SourceBoard, SourceId,
     Unusable,
 };
-use crate::config::{ServerConfig, SourceKind};
-use crate::control::{refid_text, SourceRow};
-use crate::proto::NtpTimestamp;
+use crate::clock::system_unix_ns;
+use crate::config::ServerConfig;
+use crate::proto::{LeapIndicator, NtpTimestamp, SystemInfo};
 use crate::state::{unix_ns_to_ntp, ClockCorrection, ServerState, StatePublisher};
 
 /// The port upstream servers answer on, unless a test says otherwise.
 pub const NTP_PORT: u16 = 123;
-/// How often names that did not resolve, and pools, are looked up again.
-const RESOLVE_RETRY: f64 = 60.0;
-/// Addresses taken from one `pool` name.
-const POOL_MEMBERS: usize = 4;
+/// How often the local reference time is refreshed with `local stratum`, so
+/// that the root dispersion served does not grow without bound.
+const LOCAL_REFRESH: Duration = Duration::from_secs(16);
+/// The longest the thread sleeps, so that a stop is seen promptly.
+const MAX_WAIT: f64 = 0.5;
 
 /// The clock the thread disciplines: the software clock (the published
 /// correction) or the kernel's.
@@ -67,6 +67,14 @@ impl SyncClock {
     }
 }
 
+/// What the thread does.
+pub enum SyncMode {
+    /// Poll the upstreams and discipline `clock`.
+    Upstreams { clock: SyncClock },
+    /// `local stratum N`: serve the host clock at stratum N.
+    Local { stratum: u8 },
+}
+
 pub struct SyncOptions {
     pub servers: Vec<ServerConfig>,
     pub driftfile: Option<PathBuf>,
@@ -76,22 +84,20 @@ pub struct SyncOptions {
     pub port: u16,
 }
 
-/// One outstanding request.
-struct InFlight {
-    socket: UdpSocket,
-    t1: NtpTimestamp,
-    peer: SocketAddr,
-}
-
-/// A configured name and what it resolved to.
-struct Name {
-    config: ServerConfig,
-    sources: Vec<(IpAddr, SourceId)>,
-    next_resolve: f64,
-    /// A failed look-up was logged; later failures are not, until one succeeds.
-    failure_logged: bool,
-    /// A look-up is under way.
-    resolving: bool,
+/// The state served with `local stratum`: the host clock trusted at that
+/// stratum, its reference time now.
+pub fn local_state(stratum: u8, precision: i8) -> ServerState {
+    let mut state = ServerState::unsynchronized(precision);
+    state.system = SystemInfo {
+        leap: LeapIndicator::NoWarning,
+        stratum,
+        precision,
+        root_delay: 0.0,
+        root_dispersion: 0.0,
+        reference_id: *b"LOCL",
+        reference_time: unix_ns_to_ntp(system_unix_ns()),
+    };
+    state
 }
 
 pub struct SyncHandle {
@@ -114,24 +120,26 @@ impl Drop for SyncHandle {
     }
 }
 
-fn monotonic(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64()
-}
-
 /// Starts the sync thread.
 pub fn spawn(
     options: SyncOptions,
-    clock: SyncClock,
+    mode: SyncMode,
     publisher: StatePublisher,
-    rows: Arc<Mutex<Vec<SourceRow>>>,
+    board: SourceBoard,
 ) -> std::io::Result<SyncHandle> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let thread = std::thread::Builder::new()
         .name("tachyon-sync".into())
-        .spawn(move || {
-            if let Err(e) = run(options, clock, publisher, rows, &flag) {
-                log::error!("sync thread stopped: {e}");
+        .spawn(move || match mode {
+            SyncMode::Local { stratum } => {
+                serve_local(stratum, options.engine.precision, publisher, &flag)
+            }
+            SyncMode::Upstreams { clock } => {
+                match Upstreams::new(options, clock, publisher, board) {
+                    Ok(mut upstreams) => upstreams.run(&flag),
+                    Err(e) => log::error!("sync thread stopped: {e}"),
+                }
             }
         })?;
     Ok(SyncHandle {
@@ -140,247 +148,174 @@ pub fn spawn(
     })
 }
 
-/// Name look-ups off the sync thread: each on a short-lived thread of its
-/// own, the answers collected by the sync loop. A resolver that never
-/// answers holds one thread per name, never the polling of the others.
-struct Resolver {
-    sender: Sender<(usize, std::io::Result<Vec<SocketAddr>>)>,
-    answers: Receiver<(usize, std::io::Result<Vec<SocketAddr>>)>,
-}
-
-impl Resolver {
-    fn new() -> Self {
-        let (sender, answers) = channel();
-        Resolver { sender, answers }
-    }
-
-    /// Starts looking up `host`; the answer comes back tagged with `index`.
-    fn start(&self, index: usize, host: &str, port: u16) -> std::io::Result<()> {
-        let sender = self.sender.clone();
-        let host = host.to_string();
-        std::thread::Builder::new()
-            .name("tachyon-resolve".into())
-            .spawn(move || {
-                let answer = (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map(|addrs| addrs.collect());
-                // The sync thread may be gone (stopping): nobody to tell.
-                let _ = sender.send((index, answer));
-            })
-            .map(|_| ())
-    }
-
-    /// Look-ups finished since the last call.
-    fn finished(&self) -> Vec<(usize, std::io::Result<Vec<SocketAddr>>)> {
-        self.answers.try_iter().collect()
-    }
-}
-
-/// The addresses to poll from a finished look-up of `name` (one for a
-/// server, up to [`POOL_MEMBERS`] for a pool), logging failures once.
-fn addresses(name: &mut Name, answer: std::io::Result<Vec<SocketAddr>>) -> Vec<IpAddr> {
-    let host = name.config.host.as_str();
-    let kind = name.config.kind;
-    let wanted = if kind == SourceKind::Pool {
-        POOL_MEMBERS
-    } else {
-        1
-    };
-    match answer {
-        Ok(addrs) => {
-            let mut out: Vec<IpAddr> = Vec::new();
-            for a in addrs {
-                if !out.contains(&a.ip()) {
-                    out.push(a.ip());
-                }
-                if out.len() == wanted {
-                    break;
-                }
-            }
-            if name.failure_logged {
-                log::info!("{} {host}: resolved again", kind.as_str());
-                name.failure_logged = false;
-            }
-            out
-        }
-        Err(e) => {
-            if !name.failure_logged {
-                log::warn!(
-                    "{} {host}: cannot resolve: {e} (retrying every {RESOLVE_RETRY} s)",
-                    kind.as_str()
-                );
-                name.failure_logged = true;
-            }
-            Vec::new()
-        }
-    }
-}
-
-fn open_request_socket(peer: SocketAddr) -> std::io::Result<UdpSocket> {
-    let local: SocketAddr = match peer {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    // Port 0: the kernel picks a fresh random port for every request.
-    let socket = UdpSocket::bind(local)?;
-    socket.connect(peer)?;
-    setsockopt(
-        &socket,
-        sockopt::Timestamping,
-        &(TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
-            | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE),
-    )
-    .map_err(std::io::Error::from)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket)
-}
-
-/// Reads one datagram and its kernel receive timestamp (Unix ns).
-fn receive(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, Option<i64>)> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!(Timestamps);
-    let msg = recvmsg::<SockaddrStorage>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_DONTWAIT,
-    )
-    .ok()?;
-    let mut stamp = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmTimestampsns(ts) = c {
-                let s = ts.system;
-                stamp = Some(s.tv_sec() * 1_000_000_000 + s.tv_nsec());
-            }
-        }
-    }
-    Some((msg.bytes, stamp))
-}
-
-/// Starts polling the addresses `name` resolved to that it does not poll yet.
-fn add_sources(name: &mut Name, ips: Vec<IpAddr>, engine: &mut Engine, now: f64) {
-    for ip in ips {
-        if name.sources.iter().any(|(a, _)| *a == ip) {
-            continue;
-        }
-        let id = engine.add_source(ip, SourceOptions::from(&name.config), now);
-        log::info!(
-            "{} {}: polling {ip}",
-            name.config.kind.as_str(),
-            name.config.host
-        );
-        name.sources.push((ip, id));
-    }
-}
-
-fn run(
-    options: SyncOptions,
-    mut clock: SyncClock,
-    mut publisher: StatePublisher,
-    rows: Arc<Mutex<Vec<SourceRow>>>,
-    stop: &AtomicBool,
-) -> Result<(), ClockError> {
-    let start = Instant::now();
-    let random = RandomState::new();
-    let mut counter = 0u64;
-    let mut nonce = move || {
-        counter += 1;
-        NtpTimestamp::from_bits(random.hash_one(counter))
-    };
-    let mut config = options.engine;
-    if let Some(path) = &options.driftfile {
-        match super::driftfile::read(path) {
-            Ok(Some(ppm)) => {
-                log::info!("driftfile {}: starting at {ppm:+.3} ppm", path.display());
-                config.initial_frequency_ppm = Some(ppm);
-            }
-            Ok(None) => log::info!("driftfile {}: none yet", path.display()),
-            Err(e) => log::warn!("driftfile {}: {e}", path.display()),
-        }
-    }
-    let mut engine = Engine::new(config, monotonic(start), clock.control())?;
-    if let Some(path) = &options.leapfile {
-        match std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| super::LeapTable::parse(&t).map_err(|e| e.to_string()))
-        {
-            Ok(table) => {
-                log::info!(
-                    "leapfile {}: {} entries",
-                    path.display(),
-                    table.entries().len()
-                );
-                engine.set_leap_table(Some(table));
-            }
-            Err(e) => log::warn!("leapfile {}: {e}", path.display()),
-        }
-    }
-
-    let mut names: Vec<Name> = options
-        .servers
-        .iter()
-        .map(|c| Name {
-            config: c.clone(),
-            sources: Vec::new(),
-            next_resolve: 0.0,
-            failure_logged: false,
-            resolving: false,
-        })
-        .collect();
-    let resolver = Resolver::new();
-    let mut in_flight: HashMap<SourceId, InFlight> = HashMap::new();
-    let mut last_marks: HashMap<SourceId, char> = HashMap::new();
-    let mut was_synchronized = false;
-    let mut last_drift_write: Option<f64> = None;
-    let mut buf = [0u8; 1024];
-
+/// `local stratum`: keeps the local reference fresh until stopped.
+fn serve_local(stratum: u8, precision: i8, mut publisher: StatePublisher, stop: &AtomicBool) {
+    let mut last = Instant::now();
+    publisher.publish(&local_state(stratum, precision));
     while !stop.load(Ordering::Relaxed) {
-        let now = monotonic(start);
-        for (index, name) in names.iter_mut().enumerate() {
-            if name.config.kind == SourceKind::Pool && now >= name.next_resolve {
-                // A pool member that stopped answering or refused us is dropped,
-                // so that the look-up below can bring in a fresh one.
-                name.sources.retain(|(ip, id)| {
-                    let lost = matches!(
-                        engine.mark(*id),
-                        Some(Mark::Unreachable) | Some(Mark::Unusable(Unusable::Denied))
-                    );
-                    if lost {
-                        log::info!("pool {}: dropping {ip}", name.config.host);
-                        engine.remove_source(*id);
-                        in_flight.remove(id);
-                    }
-                    !lost
-                });
-            }
-            let unresolved = name.sources.is_empty();
-            let pool_short =
-                name.config.kind == SourceKind::Pool && name.sources.len() < POOL_MEMBERS;
-            if (unresolved || pool_short) && now >= name.next_resolve && !name.resolving {
-                name.next_resolve = now + RESOLVE_RETRY;
-                // A literal address needs no look-up; a name is looked up off
-                // this thread, so a silent resolver delays nothing else.
-                match name.config.host.parse::<IpAddr>() {
-                    Ok(ip) => add_sources(name, vec![ip], &mut engine, now),
-                    Err(_) => match resolver.start(index, &name.config.host, options.port) {
-                        Ok(()) => name.resolving = true,
-                        Err(e) => log::warn!("{}: cannot start a look-up: {e}", name.config.host),
-                    },
+        std::thread::sleep(Duration::from_secs_f64(MAX_WAIT));
+        if last.elapsed() >= LOCAL_REFRESH {
+            publisher.publish(&local_state(stratum, precision));
+            last = Instant::now();
+        }
+    }
+}
+
+/// The thread's state when polling upstreams.
+struct Upstreams {
+    options: SyncOptions,
+    clock: SyncClock,
+    publisher: StatePublisher,
+    board: SourceBoard,
+    engine: Engine,
+    names: Vec<Name>,
+    resolver: Resolver,
+    in_flight: HashMap<SourceId, InFlight>,
+    start: Instant,
+    random: RandomState,
+    requests: u64,
+    last_drift_write: Option<f64>,
+}
+
+impl Upstreams {
+    fn new(
+        options: SyncOptions,
+        mut clock: SyncClock,
+        publisher: StatePublisher,
+        board: SourceBoard,
+    ) -> Result<Self, ClockError> {
+        let start = Instant::now();
+        let mut config = options.engine;
+        if let Some(path) = &options.driftfile {
+            match super::driftfile::read(path) {
+                Ok(Some(ppm)) => {
+                    log::info!("driftfile {}: starting at {ppm:+.3} ppm", path.display());
+                    config.initial_frequency_ppm = Some(ppm);
                 }
+                Ok(None) => log::info!("driftfile {}: none yet", path.display()),
+                Err(e) => log::warn!("driftfile {}: {e}", path.display()),
             }
         }
-        for (index, answer) in resolver.finished() {
-            let Some(name) = names.get_mut(index) else {
+        let mut engine = Engine::new(config, 0.0, clock.control())?;
+        if let Some(path) = &options.leapfile {
+            match std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| super::LeapTable::parse(&t).map_err(|e| e.to_string()))
+            {
+                Ok(table) => {
+                    log::info!(
+                        "leapfile {}: {} entries",
+                        path.display(),
+                        table.entries().len()
+                    );
+                    engine.set_leap_table(Some(table));
+                }
+                Err(e) => log::warn!("leapfile {}: {e}", path.display()),
+            }
+        }
+        let names = options.servers.iter().cloned().map(Name::new).collect();
+        Ok(Upstreams {
+            options,
+            clock,
+            publisher,
+            board,
+            engine,
+            names,
+            resolver: Resolver::default(),
+            in_flight: HashMap::new(),
+            start,
+            random: RandomState::new(),
+            requests: 0,
+            last_drift_write: None,
+        })
+    }
+
+    /// Seconds since the thread started (the engine's monotonic time).
+    fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let now = self.now();
+            self.look_up_names(now);
+            self.send_polls(now);
+            self.receive_replies();
+            self.update();
+        }
+        // A last driftfile on the way out, so a restart resumes from here.
+        if self.engine.is_synchronized() {
+            self.write_driftfile(self.now(), true);
+        }
+    }
+
+    /// Starts the look-ups that are due, and takes in the finished ones.
+    fn look_up_names(&mut self, now: f64) {
+        for index in 0..self.names.len() {
+            self.drop_lost_pool_members(index, now);
+            let name = &mut self.names[index];
+            if !name.wants_lookup(now) {
+                continue;
+            }
+            name.next_resolve = now + RESOLVE_RETRY;
+            // A literal address needs no look-up; a name is looked up off
+            // this thread, so a silent resolver delays nothing else.
+            match name.config.host.parse::<IpAddr>() {
+                Ok(ip) => name.add_sources(vec![ip], &mut self.engine, now),
+                Err(_) => match self
+                    .resolver
+                    .start(index, &name.config.host, self.options.port)
+                {
+                    Ok(()) => name.resolving = true,
+                    Err(e) => log::warn!("{}: cannot start a look-up: {e}", name.config.host),
+                },
+            }
+        }
+        for (index, answer) in self.resolver.finished() {
+            let now = self.now();
+            let Some(name) = self.names.get_mut(index) else {
                 continue;
             };
             name.resolving = false;
-            let ips = addresses(name, answer);
-            add_sources(name, ips, &mut engine, monotonic(start));
+            let ips = name.addresses(answer);
+            name.add_sources(ips, &mut self.engine, now);
         }
+    }
 
-        for request in engine.poll(now, &mut nonce) {
-            let peer = SocketAddr::new(request.addr, options.port);
+    /// A pool member that stopped answering or refused us is dropped when
+    /// the pool is due for a look-up, which brings in a fresh one.
+    fn drop_lost_pool_members(&mut self, index: usize, now: f64) {
+        let name = &mut self.names[index];
+        if name.config.kind != crate::config::SourceKind::Pool || now < name.next_resolve {
+            return;
+        }
+        let engine = &mut self.engine;
+        let in_flight = &mut self.in_flight;
+        name.sources.retain(|(ip, id)| {
+            let lost = matches!(
+                engine.mark(*id),
+                Some(Mark::Unreachable) | Some(Mark::Unusable(Unusable::Denied))
+            );
+            if lost {
+                log::info!("pool {}: dropping {ip}", name.config.host);
+                engine.remove_source(*id);
+                in_flight.remove(id);
+            }
+            !lost
+        });
+        debug_assert!(name.sources.len() <= POOL_MEMBERS);
+    }
+
+    /// Sends the polls that are due, each from a fresh socket.
+    fn send_polls(&mut self, now: f64) {
+        let random = &self.random;
+        let counter = &mut self.requests;
+        let nonce = || {
+            *counter += 1;
+            NtpTimestamp::from_bits(random.hash_one(*counter))
+        };
+        for request in self.engine.poll(now, nonce) {
+            let peer = SocketAddr::new(request.addr, self.options.port);
             let socket = match open_request_socket(peer) {
                 Ok(s) => s,
                 Err(e) => {
@@ -388,121 +323,96 @@ fn run(
                     continue;
                 }
             };
-            let t1 = clock.control().now();
+            let t1 = self.clock.control().now();
             if let Err(e) = socket.send(&request.packet) {
                 log::debug!("request to {peer}: {e}");
                 continue;
             }
             // A newer request replaces the older one: its socket is closed.
-            in_flight.insert(request.source, InFlight { socket, t1, peer });
+            self.in_flight
+                .insert(request.source, InFlight { socket, t1, peer });
         }
+    }
 
-        let wait = (engine.next_wakeup() - monotonic(start)).clamp(0.0, 0.5);
-        let ids: Vec<SourceId> = in_flight.keys().copied().collect();
+    /// Waits for replies (until the engine's next wake-up, at most
+    /// [`MAX_WAIT`]) and hands them to the engine with their kernel arrival
+    /// times.
+    fn receive_replies(&mut self) {
+        let wait = (self.engine.next_wakeup() - self.now()).clamp(0.0, MAX_WAIT);
+        let ids: Vec<SourceId> = self.in_flight.keys().copied().collect();
+        if ids.is_empty() {
+            std::thread::sleep(Duration::from_secs_f64(wait));
+            return;
+        }
         let readable: Vec<bool> = {
             let mut fds: Vec<PollFd> = ids
                 .iter()
-                .map(|id| PollFd::new(in_flight[id].socket.as_fd(), PollFlags::POLLIN))
+                .map(|id| PollFd::new(self.in_flight[id].socket.as_fd(), PollFlags::POLLIN))
                 .collect();
             let timeout =
                 PollTimeout::try_from(Duration::from_secs_f64(wait)).unwrap_or(PollTimeout::ZERO);
-            if fds.is_empty() {
-                std::thread::sleep(Duration::from_secs_f64(wait));
-                Vec::new()
-            } else {
-                let _ = poll(&mut fds, timeout);
-                fds.iter()
-                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                    .collect()
-            }
+            let _ = poll(&mut fds, timeout);
+            fds.iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
         };
+        let mut buf = [0u8; 1024];
         for (id, ready) in ids.iter().zip(readable) {
             if !ready {
                 continue;
             }
-            let Some(flight) = in_flight.remove(id) else {
+            let Some(flight) = self.in_flight.remove(id) else {
                 continue;
             };
             // Connected sockets only receive from the polled address.
             let Some((len, stamp)) = receive(&flight.socket, &mut buf) else {
                 continue;
             };
-            let rx_ns = stamp.unwrap_or_else(crate::clock::system_unix_ns);
-            let t4 = clock.served(rx_ns);
-            if let Err(reject) = engine.on_reply(*id, &buf[..len], flight.t1, t4, monotonic(start))
+            let read_ns = system_unix_ns();
+            let rx_ns = stamp.unwrap_or(read_ns);
+            let t4 = self.clock.served(rx_ns);
+            // The engine's clock at the kernel's arrival stamp, not at this
+            // later moment of processing.
+            let arrived = self.now() - (read_ns - rx_ns).max(0) as f64 * 1e-9;
+            if let Err(reject) = self
+                .engine
+                .on_reply(*id, &buf[..len], flight.t1, t4, arrived)
             {
                 log::debug!("reply from {}: {reject:?}", flight.peer);
             }
         }
+    }
 
-        let now = monotonic(start);
-        match engine.update(now, clock.control()) {
+    /// Lets the engine steer the clock, then publishes what workers serve
+    /// and what tachyonctl and the metrics show.
+    fn update(&mut self) {
+        let now = self.now();
+        match self.engine.update(now, self.clock.control()) {
             Ok(Some(update)) => log::debug!("clock update: {update:?}"),
             Ok(None) => {}
             Err(e) => log::warn!("clock: {e}"),
         }
-        publisher.publish(&ServerState {
-            system: engine.system_info(),
-            correction: clock.correction(),
+        self.publisher.publish(&ServerState {
+            system: self.engine.system_info(),
+            correction: self.clock.correction(),
         });
+        self.board.post(self.engine.sources(now));
+        if self.engine.is_synchronized() {
+            self.write_driftfile(now, false);
+        }
+    }
 
-        // Visibility: the table for tachyonctl, and a log line per change.
-        let reports = engine.sources(now);
-        let mut table = Vec::with_capacity(reports.len());
-        for r in &reports {
-            let mark = r.mark.symbol();
-            if last_marks.insert(r.id, mark) != Some(mark) {
-                log::info!("source {}: {}", r.address, r.mark.as_str());
-            }
-            table.push(SourceRow {
-                mark: mark.to_string(),
-                remote: r.address.to_string(),
-                refid: refid_text(r.refid, r.stratum),
-                stratum: r.stratum,
-                when: r.last_sample_age,
-                poll: r.poll,
-                reach: r.reach,
-                delay_ms: r.delay.unwrap_or(0.0) * 1e3,
-                offset_ms: r.offset.unwrap_or(0.0) * 1e3,
-                jitter_ms: r.jitter.unwrap_or(0.0) * 1e3,
-                state: r.mark.as_str().to_string(),
-            });
+    /// Writes the driftfile when it is due (hourly), or now when `force`.
+    fn write_driftfile(&mut self, now: f64, force: bool) {
+        let Some(path) = &self.options.driftfile else {
+            return;
+        };
+        if !force && !super::driftfile::should_write(self.last_drift_write, now) {
+            return;
         }
-        if let Ok(mut shared) = rows.lock() {
-            *shared = table;
+        if let Err(e) = super::driftfile::write(path, self.engine.frequency_ppm()) {
+            log::warn!("driftfile {}: {e}", path.display());
         }
-        let synchronized = engine.is_synchronized();
-        if synchronized != was_synchronized {
-            let sys = engine.system_info();
-            if synchronized {
-                log::info!(
-                    "synchronized: stratum {}, reference {}",
-                    sys.stratum,
-                    refid_text(sys.reference_id, sys.stratum)
-                );
-            } else {
-                log::warn!("synchronization lost: serving as unsynchronized (LI 3, stratum 0)");
-            }
-            was_synchronized = synchronized;
-        }
-        if let Some(path) = &options.driftfile {
-            if synchronized && super::driftfile::should_write(last_drift_write, now) {
-                match super::driftfile::write(path, engine.frequency_ppm()) {
-                    Ok(()) => last_drift_write = Some(now),
-                    Err(e) => {
-                        log::warn!("driftfile {}: {e}", path.display());
-                        last_drift_write = Some(now);
-                    }
-                }
-            }
-        }
+        self.last_drift_write = Some(now);
     }
-    if let Some(path) = &options.driftfile {
-        if engine.is_synchronized() {
-            if let Err(e) = super::driftfile::write(path, engine.frequency_ppm()) {
-                log::warn!("driftfile {}: {e}", path.display());
-            }
-        }
-    }
-    Ok(())
 }
