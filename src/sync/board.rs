@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::SourceReport;
+use super::engine::SourceReport;
 
 /// The sources as the sync thread last reported them; cheap to clone.
 #[derive(Clone, Default)]

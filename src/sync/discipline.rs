@@ -16,7 +16,7 @@
 //!   by monotonic time `t`) that maps every measurement into the free-running
 //!   frame. Only commands the clock accepted enter it.
 
-use super::control::{ClockControl, ClockError};
+use crate::clock::{ClockControl, ClockError};
 
 /// Tunables.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -10,7 +10,6 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::control::{ClockControl, ClockError, ClockStatus};
 use super::discipline::{ClockUpdate, Discipline, DisciplineConfig};
 use super::estimate::{Estimator, Point, WanderConfig, Weighting};
 use super::filter::{ClockFilter, FilterSample};
@@ -18,6 +17,7 @@ use super::leapfile::LeapTable;
 use super::refid::reference_id;
 use super::select::{select, Candidate, Mark, Unusable, MAX_DISTANCE, MIN_DISPERSION};
 use super::source::{KissCode, PollAdvice, Reject, Sample, Source, SourceCounters, SourceOptions};
+use crate::clock::{ClockControl, ClockError, ClockStatus};
 use crate::proto::{LeapIndicator, NtpTimestamp, SystemInfo, HEADER_LEN};
 
 /// Frequency uncertainty a new source starts with: 100 ppm (any oscillator

@@ -14,12 +14,11 @@
 //! - [`select`]: intersection, clustering, combining;
 //! - [`discipline`]: steps, slews, frequency;
 //! - [`engine`]: all of the above behind `poll` / `on_reply` / `update`;
-//! - [`control`]: the [`ClockControl`] trait and [`SoftwareClock`];
+//! - the clock it steers: [`crate::clock`] ([`ClockControl`], [`SoftwareClock`]);
 //! - [`driftfile`], [`leapfile`]: the files ntpd operators already have.
 #![forbid(unsafe_code)]
 
 pub mod board;
-pub mod control;
 pub mod discipline;
 pub mod driftfile;
 pub mod engine;
@@ -38,8 +37,10 @@ mod sim;
 #[cfg(test)]
 mod sim_scenarios;
 
+pub use crate::clock::{
+    ClockControl, ClockError, ClockStatus, HostTime, SoftwareClock, SystemTime,
+};
 pub use board::SourceBoard;
-pub use control::{ClockControl, ClockError, ClockStatus, HostTime, SoftwareClock, SystemTime};
 pub use discipline::{ClockUpdate, DisciplineConfig};
 pub use engine::{
     Engine, EngineConfig, EngineStatus, Request, SampleFilter, SourceId, SourceReport,

@@ -6,7 +6,8 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{channel, Receiver, Sender};
 
-use super::{Engine, SourceId, SourceOptions};
+use super::engine::{Engine, SourceId};
+use super::source::SourceOptions;
 use crate::config::{ServerConfig, SourceKind};
 
 /// How often names that did not resolve, and pools, are looked up again.

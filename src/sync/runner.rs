@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use super::board::SourceBoard;
+use super::engine::{Engine, EngineConfig, SourceId};
 use super::exchange::{open_request_socket, receive, InFlight};
+use super::leapfile::LeapTable;
 use super::names::{Name, Resolver, POOL_MEMBERS, RESOLVE_RETRY};
-use super::{
-    ClockControl, ClockError, Engine, EngineConfig, Mark, SoftwareClock, SourceBoard, SourceId,
-    Unusable,
-};
-use crate::clock::system_unix_ns;
+use super::select::{Mark, Unusable};
+use crate::clock::{system_unix_ns, ClockControl, ClockError, SoftwareClock};
 use crate::config::ServerConfig;
 use crate::proto::{LeapIndicator, NtpTimestamp, SystemInfo};
 use crate::state::{unix_ns_to_ntp, ClockCorrection, ServerState, StatePublisher};
@@ -200,7 +200,7 @@ impl Upstreams {
         if let Some(path) = &options.leapfile {
             match std::fs::read_to_string(path)
                 .map_err(|e| e.to_string())
-                .and_then(|t| super::LeapTable::parse(&t).map_err(|e| e.to_string()))
+                .and_then(|t| LeapTable::parse(&t).map_err(|e| e.to_string()))
             {
                 Ok(table) => {
                     log::info!(

@@ -19,11 +19,11 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use super::control::{ClockControl, SoftwareClock, SystemTime};
 use super::discipline::ClockUpdate;
 use super::engine::{Engine, EngineConfig, SourceId};
 use super::select::Mark;
 use super::source::SourceOptions;
+use crate::clock::{ClockControl, SoftwareClock, SystemTime};
 use crate::proto::{Header, LeapIndicator, Mode, NtpShort, NtpTimestamp, HEADER_LEN};
 
 /// When the start-up transient is over, for [`Report::max_settled`], s.

@@ -8,10 +8,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::cmsg::{RX_CONTROL_SPACE, SOCKADDR_SPACE};
+use super::datagram::{serve_datagram, Datagram};
 use super::departure::DepartureClock;
 use super::sockets::ListenSocket;
 use super::transmit::{SendCall, TxSlot};
-use super::{serve_datagram, Datagram};
 use crate::server::responder::Responder;
 use crate::server::stats::SocketDrops;
 

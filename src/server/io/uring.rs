@@ -11,10 +11,10 @@ use io_uring::types::{BufRingEntry, Fd, RecvMsgOut};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use super::cmsg::{RX_CONTROL_SPACE, SOCKADDR_SPACE};
+use super::datagram::{serve_datagram, Datagram};
 use super::departure::DepartureClock;
 use super::sockets::ListenSocket;
 use super::transmit::{SendCall, TxSlot};
-use super::{serve_datagram, Datagram};
 use crate::server::responder::Responder;
 use crate::server::stats::SocketDrops;
 
