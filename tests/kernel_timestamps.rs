@@ -24,7 +24,7 @@ use tachyon::server::stats::{Outcome, WorkerStats};
 use tachyon::server::Backend;
 use tachyon::state::{shared_state, ServerState};
 
-use common::{ntp_to_unix_ns, request};
+use common::{ntp_to_unix_ns, request, uring_available};
 
 /// 300 requests sent to a socket with a 16 KiB receive buffer before its worker
 /// starts: the kernel keeps a few dozen and drops the rest. The worker learns
@@ -181,18 +181,6 @@ fn check(backend: Backend) {
     assert_eq!(stats.rx_stamp_missing.get(), 0, "{name}");
     assert_eq!(stats.outcome_total(Outcome::Answered), 1, "{name}");
     assert_eq!(stats.response_time.count(), 1, "{name}");
-}
-
-/// False, with a note, only where the kernel or sandbox forbids io_uring; the
-/// mmsg tests still run there.
-fn uring_available() -> bool {
-    match uring::probe() {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!("SKIPPED: io_uring unavailable here: {e}");
-            false
-        }
-    }
 }
 
 #[test]

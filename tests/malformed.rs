@@ -217,8 +217,7 @@ fn run(backend: &str) {
 
 #[test]
 fn malformed_input_with_uring() {
-    if tachyon::server::io::uring::probe().is_err() {
-        eprintln!("SKIPPED: io_uring unavailable here");
+    if !uring_available() {
         return;
     }
     run("uring");

@@ -15,87 +15,108 @@ fn config(backend: &str, port: u16, extra: &str) -> String {
     )
 }
 
-#[test]
-fn answers_v1_to_v4_over_ipv4_and_ipv6_with_each_backend() {
-    for backend in BACKENDS {
-        let port = free_port();
-        let v4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
-        let daemon = Daemon::start(&config(backend, port, "local stratum 2\n"), v4);
-        for server in [v4, v6] {
-            for version in 1..=4u8 {
-                let a = query(server, version, Duration::from_secs(2))
-                    .unwrap_or_else(|| panic!("{backend}: no answer from {server} v{version}"));
-                let h = a.header;
-                assert_eq!(a.len, 48);
-                assert_eq!(h.mode, Mode::Server);
-                assert_eq!(h.version, version, "{backend}: version echoed");
-                assert_eq!(h.stratum, 2);
-                assert_eq!(h.leap, LeapIndicator::NoWarning);
-                assert_eq!(&h.reference_id, b"LOCL");
-                assert_eq!(h.poll, 6);
-                // T1 <= T2 <= T3 <= T4 on one shared clock (with 1 us of slack for
-                // the 2^-32 s rounding of the timestamps).
-                let t2 = ntp_to_unix_ns(h.receive_ts);
-                let t3 = ntp_to_unix_ns(h.transmit_ts);
-                assert!(a.t1_ns <= t2 + 1_000, "{backend}: T1 {} > T2 {t2}", a.t1_ns);
-                assert!(t2 <= t3, "{backend}: T2 {t2} > T3 {t3}");
-                assert!(t3 <= a.t4_ns + 1_000, "{backend}: T3 {t3} > T4 {}", a.t4_ns);
-            }
+fn answers_v1_to_v4_over_ipv4_and_ipv6(backend: &str) {
+    let port = free_port();
+    let v4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let daemon = Daemon::start(&config(backend, port, "local stratum 2\n"), v4);
+    for server in [v4, v6] {
+        for version in 1..=4u8 {
+            let a = query(server, version, Duration::from_secs(2))
+                .unwrap_or_else(|| panic!("{backend}: no answer from {server} v{version}"));
+            let h = a.header;
+            assert_eq!(a.len, 48);
+            assert_eq!(h.mode, Mode::Server);
+            assert_eq!(h.version, version, "{backend}: version echoed");
+            assert_eq!(h.stratum, 2);
+            assert_eq!(h.leap, LeapIndicator::NoWarning);
+            assert_eq!(&h.reference_id, b"LOCL");
+            assert_eq!(h.poll, 6);
+            // T1 <= T2 <= T3 <= T4 on one shared clock (with 1 us of slack for
+            // the 2^-32 s rounding of the timestamps).
+            let t2 = ntp_to_unix_ns(h.receive_ts);
+            let t3 = ntp_to_unix_ns(h.transmit_ts);
+            assert!(a.t1_ns <= t2 + 1_000, "{backend}: T1 {} > T2 {t2}", a.t1_ns);
+            assert!(t2 <= t3, "{backend}: T2 {t2} > T3 {t3}");
+            assert!(t3 <= a.t4_ns + 1_000, "{backend}: T3 {t3} > T4 {}", a.t4_ns);
         }
-        let log = daemon.stop();
-        let wanted = if backend == "uring" {
-            "backend io_uring"
-        } else {
-            "backend recvmmsg/sendmmsg"
-        };
-        assert!(
-            log.contains(wanted),
-            "{backend}: log lacks {wanted:?}:\n{log}"
-        );
-        // 8 queries above plus the start-up probe(s), none dropped.
-        assert!(
-            summary_count(&log, "answered") >= 9,
-            "{backend}: summary:\n{log}"
-        );
-        assert_eq!(
-            summary_count(&log, "received"),
-            summary_count(&log, "answered"),
-            "{backend}: nothing dropped:\n{log}"
-        );
     }
+    let log = daemon.stop();
+    let wanted = if backend == "uring" {
+        "backend io_uring"
+    } else {
+        "backend recvmmsg/sendmmsg"
+    };
+    assert!(
+        log.contains(wanted),
+        "{backend}: log lacks {wanted:?}:\n{log}"
+    );
+    // 8 queries above plus the start-up probe(s), none dropped.
+    assert!(
+        summary_count(&log, "answered") >= 9,
+        "{backend}: summary:\n{log}"
+    );
+    assert_eq!(
+        summary_count(&log, "received"),
+        summary_count(&log, "answered"),
+        "{backend}: nothing dropped:\n{log}"
+    );
 }
 
 #[test]
-fn unsynchronized_server_says_so() {
-    for backend in BACKENDS {
-        let port = free_port();
-        let v4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let daemon = Daemon::start(&config(backend, port, ""), v4);
-        let a = query(v4, 4, Duration::from_secs(2)).expect("answer");
-        assert_eq!(a.header.leap, LeapIndicator::Unknown);
-        assert_eq!(a.header.stratum, 0);
-        assert_eq!(a.header.mode, Mode::Server);
-        let log = daemon.stop();
-        assert!(log.contains("unsynchronized"), "{log}");
-    }
+fn answers_v1_to_v4_over_ipv4_and_ipv6_with_io_uring() {
+    answers_v1_to_v4_over_ipv4_and_ipv6("uring");
 }
 
 #[test]
-fn restrict_ignore_and_noserve_drop_silently() {
-    for backend in BACKENDS {
-        let port = free_port();
-        let v4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
-        let daemon = Daemon::start(
-            &config(backend, port, "local stratum 2\nrestrict ::1 noserve\n"),
-            v4,
-        );
-        assert!(query(v6, 4, Duration::from_millis(300)).is_none());
-        assert!(query(v4, 4, Duration::from_secs(1)).is_some());
-        let log = daemon.stop();
-        assert_eq!(summary_count(&log, "denied"), 1, "{log}");
-    }
+fn answers_v1_to_v4_over_ipv4_and_ipv6_with_mmsg() {
+    answers_v1_to_v4_over_ipv4_and_ipv6("mmsg");
+}
+
+fn unsynchronized_server_says_so(backend: &str) {
+    let port = free_port();
+    let v4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let daemon = Daemon::start(&config(backend, port, ""), v4);
+    let a = query(v4, 4, Duration::from_secs(2)).expect("answer");
+    assert_eq!(a.header.leap, LeapIndicator::Unknown);
+    assert_eq!(a.header.stratum, 0);
+    assert_eq!(a.header.mode, Mode::Server);
+    let log = daemon.stop();
+    assert!(log.contains("unsynchronized"), "{log}");
+}
+
+#[test]
+fn unsynchronized_server_says_so_with_io_uring() {
+    unsynchronized_server_says_so("uring");
+}
+
+#[test]
+fn unsynchronized_server_says_so_with_mmsg() {
+    unsynchronized_server_says_so("mmsg");
+}
+
+fn restrict_ignore_and_noserve_drop_silently(backend: &str) {
+    let port = free_port();
+    let v4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let daemon = Daemon::start(
+        &config(backend, port, "local stratum 2\nrestrict ::1 noserve\n"),
+        v4,
+    );
+    assert!(query(v6, 4, Duration::from_millis(300)).is_none());
+    assert!(query(v4, 4, Duration::from_secs(1)).is_some());
+    let log = daemon.stop();
+    assert_eq!(summary_count(&log, "denied"), 1, "{log}");
+}
+
+#[test]
+fn restrict_ignore_and_noserve_drop_silently_with_io_uring() {
+    restrict_ignore_and_noserve_drop_silently("uring");
+}
+
+#[test]
+fn restrict_ignore_and_noserve_drop_silently_with_mmsg() {
+    restrict_ignore_and_noserve_drop_silently("mmsg");
 }
 
 #[test]

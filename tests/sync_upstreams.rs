@@ -14,72 +14,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fake_ntp::{honest, Clock, FakeNtp};
 use common::*;
 use tachyon::proto::{Header, LeapIndicator, Mode, NtpShort};
 use tachyon::state::unix_ns_to_ntp;
 
-/// A one-thread NTP server: host clock + offset + ppm × elapsed.
-struct FakeUpstream {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl FakeUpstream {
-    fn start(addr: &str, offset: f64, ppm: f64) -> FakeUpstream {
-        let socket = UdpSocket::bind((addr, 123)).expect("bind a fake upstream on :123 (root)");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let started = Instant::now();
-        let thread = std::thread::spawn(move || {
-            let now = || {
-                let elapsed = started.elapsed().as_secs_f64();
-                let shift = offset + ppm * 1e-6 * elapsed;
-                unix_ns_to_ntp(tachyon::clock::system_unix_ns() + (shift * 1e9) as i64)
-            };
-            let mut buf = [0u8; 512];
-            while !flag.load(Ordering::Relaxed) {
-                let Ok((n, from)) = socket.recv_from(&mut buf) else {
-                    continue;
-                };
-                let t2 = now();
-                let Some(req) = Header::parse(&buf[..n]) else {
-                    continue;
-                };
-                let reply = Header {
-                    leap: LeapIndicator::NoWarning,
-                    version: req.version,
-                    mode: Mode::Server,
-                    stratum: 1,
-                    poll: req.poll,
-                    precision: -20,
-                    root_delay: NtpShort(0),
-                    root_dispersion: NtpShort::from_seconds(0.0001),
-                    reference_id: *b"TEST",
-                    reference_ts: t2.add_seconds(-1.0),
-                    origin_ts: req.transmit_ts,
-                    receive_ts: t2,
-                    transmit_ts: now(),
-                };
-                let _ = socket.send_to(&reply.to_bytes(), from);
-            }
-        });
-        FakeUpstream {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for FakeUpstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// A wrong upstream: stratum 1 on addr:123, the host clock plus `offset`
+/// seconds, running `ppm` fast.
+fn fake_upstream(addr: &str, offset: f64, ppm: f64) -> FakeNtp {
+    FakeNtp::start((addr, 123), 1, Clock { offset, ppm }, honest())
+        .expect("bind a fake upstream on :123 (root)")
 }
 
 /// chronyd serving its (untouched) clock at stratum 1 on addr:123.
@@ -239,8 +183,8 @@ fn selects_the_honest_majority_and_rejects_the_falseticker() {
         .iter()
         .map(|a| Chronyd::start(a))
         .collect();
-    let _two_seconds_off = FakeUpstream::start("127.0.4.4", 2.0, 0.0);
-    let _fast = FakeUpstream::start("127.0.4.5", 0.0, 1000.0);
+    let _two_seconds_off = fake_upstream("127.0.4.4", 2.0, 0.0);
+    let _fast = fake_upstream("127.0.4.5", 0.0, 1000.0);
     let listen: SocketAddr = "127.0.4.10:123".parse().unwrap();
     let dir = scratch_dir("sync-drift");
     let drift = dir.join("ntp.drift");
@@ -310,9 +254,9 @@ fn serves_the_upstreams_time_not_the_hosts() {
     if !preconditions("127.0.5.200") {
         return;
     }
-    let _ahead: Vec<FakeUpstream> = ["127.0.5.1", "127.0.5.2", "127.0.5.3"]
+    let _ahead: Vec<FakeNtp> = ["127.0.5.1", "127.0.5.2", "127.0.5.3"]
         .iter()
-        .map(|a| FakeUpstream::start(a, 0.5, 0.0))
+        .map(|a| fake_upstream(a, 0.5, 0.0))
         .collect();
     let listen: SocketAddr = "127.0.5.10:123".parse().unwrap();
     let daemon = Daemon::start(

@@ -3,102 +3,25 @@
 //! on loopback; every run is bounded to a second or two.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, UdpSocket};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tachyon::proto::{Header, LeapIndicator, Mode, NtpTimestamp};
+use tachyon::proto::{Header, LeapIndicator, NtpTimestamp};
 
-fn now() -> NtpTimestamp {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    NtpTimestamp::from_unix(d.as_secs() as i64, d.subsec_nanos())
+#[path = "../../tests/common/fake_ntp.rs"]
+mod fake_ntp;
+
+use fake_ntp::{Clock, FakeNtp};
+
+/// A stratum 2 server on `bind` on the host clock whose replies pass
+/// through `hook` (see fake_ntp::Hook); None where `bind` is unavailable.
+fn responder(bind: &str, hook: fn(u64, &mut Header) -> bool) -> Option<FakeNtp> {
+    FakeNtp::start(bind, 2, Clock::HOST, Box::new(hook)).ok()
 }
-
-/// What the responder does with request number `n` (from 1): fills the reply
-/// and says whether to send it.
-type Behaviour = fn(n: u64, reply: &mut Header) -> bool;
 
 fn honest(_: u64, _: &mut Header) -> bool {
     true
-}
-
-struct Responder {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<HashSet<IpAddr>>>,
-}
-
-impl Responder {
-    /// A few-line NTP server: mode 4, stratum 2, the request's version, its
-    /// transmit timestamp as origin, T2 and T3 from the clock.
-    fn start(bind: &str, behave: Behaviour) -> Option<Responder> {
-        let sock = UdpSocket::bind(bind).ok()?;
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let addr = sock.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut seen = HashSet::new();
-            let mut buf = [0u8; 1024];
-            let mut n = 0u64;
-            // Bounded: stops when told or after 60 s whatever happens.
-            let give_up = std::time::Instant::now() + Duration::from_secs(60);
-            while !flag.load(Ordering::Relaxed) && std::time::Instant::now() < give_up {
-                let Ok((len, from)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                let t2 = now();
-                seen.insert(from.ip());
-                let Some(req) = Header::parse(&buf[..len]) else {
-                    continue;
-                };
-                n += 1;
-                let mut reply = Header {
-                    leap: LeapIndicator::NoWarning,
-                    version: req.version,
-                    mode: Mode::Server,
-                    stratum: 2,
-                    poll: req.poll,
-                    precision: -20,
-                    reference_id: [127, 0, 0, 1],
-                    reference_ts: t2.add_seconds(-16.0),
-                    origin_ts: req.transmit_ts,
-                    receive_ts: t2,
-                    ..Header::default()
-                };
-                if !behave(n, &mut reply) {
-                    continue;
-                }
-                if reply.transmit_ts.is_zero() {
-                    reply.transmit_ts = now();
-                }
-                let _ = sock.send_to(&reply.to_bytes(), from);
-            }
-            seen
-        });
-        Some(Responder {
-            addr,
-            stop,
-            handle: Some(handle),
-        })
-    }
-
-    /// Stops the responder and returns the source addresses it saw.
-    fn finish(mut self) -> HashSet<IpAddr> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 fn blast(args: &[&str]) -> Output {
@@ -129,7 +52,7 @@ fn u(v: &Value, key: &str) -> u64 {
 
 #[test]
 fn honest_server_answers_everything() {
-    let r = Responder::start("127.0.0.1:0", honest).unwrap();
+    let r = responder("127.0.0.1:0", honest).unwrap();
     let target = r.addr.to_string();
     let out = blast(&[
         &target,
@@ -173,7 +96,7 @@ fn corrupt_every_tenth(n: u64, reply: &mut Header) -> bool {
 
 #[test]
 fn corrupted_origins_are_invalid_and_fail_the_run() {
-    let r = Responder::start("127.0.0.1:0", corrupt_every_tenth).unwrap();
+    let r = responder("127.0.0.1:0", corrupt_every_tenth).unwrap();
     let target = r.addr.to_string();
     let out = blast(&[
         &target,
@@ -215,7 +138,7 @@ fn rate_kiss_every_other(n: u64, reply: &mut Header) -> bool {
 
 #[test]
 fn kisses_are_counted_by_code() {
-    let r = Responder::start("127.0.0.1:0", rate_kiss_every_other).unwrap();
+    let r = responder("127.0.0.1:0", rate_kiss_every_other).unwrap();
     let target = r.addr.to_string();
     let out = blast(&[
         &target,
@@ -251,7 +174,7 @@ fn unsynchronized(_: u64, reply: &mut Header) -> bool {
 
 #[test]
 fn unsynchronized_server_needs_allow_unsync() {
-    let r = Responder::start("127.0.0.1:0", unsynchronized).unwrap();
+    let r = responder("127.0.0.1:0", unsynchronized).unwrap();
     let target = r.addr.to_string();
     let args = [
         &target[..],
@@ -306,7 +229,7 @@ fn nothing_listening_is_a_clear_error() {
 
 #[test]
 fn ramp_steps_in_csv() {
-    let r = Responder::start("127.0.0.1:0", honest).unwrap();
+    let r = responder("127.0.0.1:0", honest).unwrap();
     let target = r.addr.to_string();
     let out = blast(&[
         &target,
@@ -336,7 +259,7 @@ fn first_500_only(n: u64, _: &mut Header) -> bool {
 
 #[test]
 fn stop_on_loss_ends_the_ramp() {
-    let r = Responder::start("127.0.0.1:0", first_500_only).unwrap();
+    let r = responder("127.0.0.1:0", first_500_only).unwrap();
     let target = r.addr.to_string();
     // Steps of 200, 400, 800, ... requests; the second loses 100 of its 400.
     let out = blast(&[
@@ -366,7 +289,7 @@ fn stop_on_loss_ends_the_ramp() {
 
 #[test]
 fn poll_pattern_follows_the_client_schedule() {
-    let r = Responder::start("127.0.0.1:0", honest).unwrap();
+    let r = responder("127.0.0.1:0", honest).unwrap();
     let target = r.addr.to_string();
     // 20 clients start 0.1 s apart, iburst 2 (2 s spacing), then every 1 s:
     // within 3 s all 20 send their first request, the first 10 their second.
@@ -394,7 +317,7 @@ fn poll_pattern_follows_the_client_schedule() {
 
 #[test]
 fn clients_bind_the_source_range() {
-    let r = Responder::start("127.0.0.1:0", honest).unwrap();
+    let r = responder("127.0.0.1:0", honest).unwrap();
     let target = r.addr.to_string();
     let out = blast(&[
         &target,
@@ -409,7 +332,7 @@ fn clients_bind_the_source_range() {
         "--json",
         "--quiet",
     ]);
-    let seen = r.finish();
+    let seen = r.finish().peers;
     assert!(out.status.success(), "{}", stderr(&out));
     let expect: HashSet<IpAddr> = (1..=4).map(|i| IpAddr::from([127, 0, 0, i])).collect();
     assert_eq!(seen, expect);
@@ -418,7 +341,7 @@ fn clients_bind_the_source_range() {
 
 #[test]
 fn kernel_tx_timestamps() {
-    let r = Responder::start("127.0.0.1:0", honest).unwrap();
+    let r = responder("127.0.0.1:0", honest).unwrap();
     let target = r.addr.to_string();
     let out = blast(&[
         &target,
@@ -445,7 +368,7 @@ fn kernel_tx_timestamps() {
 
 #[test]
 fn ipv6_loopback() {
-    let Some(r) = Responder::start("[::1]:0", honest) else {
+    let Some(r) = responder("[::1]:0", honest) else {
         eprintln!("skipped: no IPv6 loopback here");
         return;
     };

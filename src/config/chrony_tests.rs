@@ -55,18 +55,18 @@ fn testdata(name: &str) -> PathBuf {
 }
 
 /// Whether the chrony package's stock file is here. It must be, unless
-/// TACHYON_ALLOW_SKIP=1 says a missing one may skip the test.
+/// TACHYON_SKIP_EXTERNAL=1 says a missing one may skip the test.
 fn have_debian_conf() -> bool {
     if Path::new(DEBIAN_CONF).exists() {
         return true;
     }
-    if std::env::var("TACHYON_ALLOW_SKIP").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: {DEBIAN_CONF} is absent (TACHYON_ALLOW_SKIP=1)");
+    if std::env::var("TACHYON_SKIP_EXTERNAL").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: {DEBIAN_CONF} is absent (TACHYON_SKIP_EXTERNAL=1)");
         return false;
     }
     panic!(
         "{DEBIAN_CONF} is absent: run scripts/install-test-deps (Debian package chrony), \
-         or set TACHYON_ALLOW_SKIP=1 to skip"
+         or set TACHYON_SKIP_EXTERNAL=1 to skip"
     );
 }
 

@@ -2,6 +2,8 @@
 //! query it with a small NTP client, find free ports and loopback addresses.
 #![allow(dead_code)]
 
+pub mod fake_ntp;
+
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -259,6 +261,22 @@ pub fn have_tool(tool: &str, package: &str) -> bool {
         return false;
     }
     panic!("{tool} is not installed: run scripts/install-test-deps (Debian package {package})");
+}
+
+/// Whether io_uring works here (the daemon's own probe). Where it does not,
+/// fails with the reason, unless TACHYON_SKIP_EXTERNAL=1 allows skipping.
+pub fn uring_available() -> bool {
+    match tachyon::server::io::uring::probe() {
+        Ok(()) => true,
+        Err(e) if std::env::var("TACHYON_SKIP_EXTERNAL").as_deref() == Ok("1") => {
+            eprintln!("SKIPPED: io_uring unavailable here: {e} (TACHYON_SKIP_EXTERNAL=1)");
+            false
+        }
+        Err(e) => panic!(
+            "io_uring is unavailable here ({e}): the io_uring tests cannot run; set \
+             TACHYON_SKIP_EXTERNAL=1 to skip them"
+        ),
+    }
 }
 
 /// A number from the daemon's stop summary ("... answered 17 ...").
