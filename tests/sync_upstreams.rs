@@ -8,16 +8,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::fake_ntp::{honest, Clock, FakeNtp};
 use common::*;
-use tachyon::proto::{Header, LeapIndicator, Mode, NtpShort};
-use tachyon::state::unix_ns_to_ntp;
 
 /// A wrong upstream: stratum 1 on addr:123, the host clock plus `offset`
 /// seconds, running `ppm` fast.
