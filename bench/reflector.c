@@ -36,7 +36,7 @@
 #define PKT 1024 /* room for requests with extension fields; only 48 bytes are answered */
 #define NTP_LEN 48
 #define NTP_UNIX_OFFSET 2208988800ULL
-#define RCVBUF (4 << 20) /* what tachyond asks for, so both see the same queue */
+#define RCVBUF (1 << 20) /* what tachyond asks for (rcvbuf), so both see the same queue */
 
 static unsigned char rx_buf[BATCH][PKT];
 static unsigned char tx_buf[BATCH][NTP_LEN];
