@@ -453,15 +453,6 @@ impl Chrony {
         };
         self.b.once("driftfile", at);
         self.b.config.chrony_driftfile = Some(PathBuf::from(path));
-        self.b.warn(
-            at,
-            format!(
-                "driftfile {}: not used yet: chrony's drift file (its frequency has the \
-                 opposite sign to ntpd's) is neither read nor written, so the frequency is \
-                 learned afresh at each start",
-                clip(path)
-            ),
-        );
         Ok(())
     }
 
@@ -491,13 +482,6 @@ impl Chrony {
             // chronyd: a negative limit steps at any update.
             limit: u32::try_from(limit).ok(),
         });
-        self.b.warn(
-            at,
-            format!(
-                "makestep {threshold} {limit}: not applied yet: tachyon steps only at its \
-                 first clock update, when the offset is over 0.128 s, and slews otherwise"
-            ),
-        );
         Ok(())
     }
 
@@ -506,13 +490,6 @@ impl Chrony {
         let n = number_in("minsources", Some(token), (1, 64))?;
         self.b.once("minsources", at);
         self.b.config.min_sources = Some(n as u32);
-        self.b.warn(
-            at,
-            format!(
-                "minsources {n}: not applied yet: tachyon steers the clock when 3 sources \
-                 agree if 4 or more are configured, else when 1 is usable"
-            ),
-        );
         Ok(())
     }
 

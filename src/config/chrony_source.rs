@@ -141,12 +141,6 @@ pub(super) fn parse(
                 let n = number_in(&format!("{what}: maxsources"), value, (1, 16))?;
                 // 1..=16 fits u8.
                 config.max_sources = n as u8;
-                if kind == SourceKind::Pool && config.max_sources != DEFAULT_MAX_SOURCES {
-                    warnings.push(format!(
-                        "{what}: maxsources {n} is not applied yet: tachyon takes up to \
-                         {DEFAULT_MAX_SOURCES} addresses from a pool"
-                    ));
-                }
                 rest = &tail[1..];
             }
             "port" => {
@@ -298,7 +292,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.max_sources, 2);
-        assert!(w[0].contains("maxsources 2 is not applied yet"), "{w:?}");
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]

@@ -68,16 +68,13 @@ pub struct Config {
     pub local_stratum: Option<u8>,
     /// chrony's `driftfile`: a drift file in chrony's format (the frequency
     /// in ppm with the opposite sign to ntpd's, then a skew), which must not
-    /// be read or written as an ntpd driftfile. Not used by the sync thread
-    /// yet; the parser warns so.
+    /// be read or written as an ntpd driftfile.
     pub chrony_driftfile: Option<PathBuf>,
-    /// chrony's `makestep THRESHOLD LIMIT`. Not applied by the sync thread
-    /// yet (it steps only at its first update, beyond 0.128 s); the parser
-    /// warns so.
+    /// chrony's `makestep THRESHOLD LIMIT` (without it: a step only at the
+    /// first update, beyond 0.128 s).
     pub makestep: Option<MakeStep>,
     /// chrony's `minsources N`: the fewest selectable sources before the
-    /// clock is steered. Not applied by the sync thread yet (its own rule: 3
-    /// with 4 or more sources, else 1); the parser warns so.
+    /// clock is steered (without it: 3 with 4 or more sources, else 1).
     pub min_sources: Option<u32>,
     /// Per-client rate limiting for `restrict ... limited` (`ratelimit ...`).
     pub ratelimit: RateLimitParams,

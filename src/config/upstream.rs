@@ -57,8 +57,7 @@ pub struct ServerConfig {
     /// Largest poll interval, log2 seconds (3..=17, default 10).
     pub maxpoll: i8,
     /// For a pool: the most addresses to take from it (chrony's
-    /// `maxsources`, 1..=16, default 4). The sync thread takes 4 whatever
-    /// this says until it is wired; the chrony parser warns so.
+    /// `maxsources`, 1..=16, default 4).
     pub max_sources: u8,
     /// The line of the configuration file.
     pub line: usize,

@@ -21,8 +21,11 @@ use crate::clock::{ClockControl, ClockError};
 /// Tunables.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DisciplineConfig {
-    /// |offset| above which the first update steps instead of slewing, s.
+    /// |offset| above which an update steps instead of slewing, s.
     pub step_threshold: f64,
+    /// Clock updates, from the first, in which a step is allowed (chrony's
+    /// `makestep` limit; 1: the first update only, `u64::MAX`: any).
+    pub step_limit: u64,
     /// Largest slew rate, ppm (further limited by the clock's own maximum).
     pub max_slew_ppm: f64,
     /// Shortest time over which an offset is slewed, s.
@@ -35,6 +38,7 @@ impl Default for DisciplineConfig {
     fn default() -> Self {
         DisciplineConfig {
             step_threshold: 0.128,
+            step_limit: 1,
             max_slew_ppm: 5000.0,
             min_slew_time: 4.0,
             max_frequency_ppm: 500.0,
@@ -183,7 +187,7 @@ impl Discipline {
     ) -> Result<ClockUpdate, ClockError> {
         let limit = self.config.max_frequency_ppm * 1e-6;
         let base = frequency.map_or(self.base, |f| f.clamp(-limit, limit));
-        if self.updates == 0 && offset.abs() > self.config.step_threshold {
+        if self.updates < self.config.step_limit && offset.abs() > self.config.step_threshold {
             self.set_rate(now, base, clock)?;
             self.base = base;
             self.slew_end = None;
@@ -282,6 +286,36 @@ mod tests {
         assert!((duration - 100.0).abs() < 1e-9);
         assert!((clock.ppm - 5020.0).abs() < 1e-6);
         assert_eq!(clock.steps.len(), 1);
+    }
+
+    #[test]
+    fn makestep_limit_allows_steps_in_the_first_updates() {
+        // chrony's `makestep 1 3`: beyond 1 s, a step in any of the first 3
+        // updates; a slew after that, and below the threshold.
+        let config = DisciplineConfig {
+            step_threshold: 1.0,
+            step_limit: 3,
+            ..DisciplineConfig::default()
+        };
+        let mut clock = Recorder::default();
+        let mut d = Discipline::new(config, None, 0.0, &mut clock).unwrap();
+        assert!(matches!(
+            d.apply(10.0, 0.5, None, &mut clock).unwrap(),
+            ClockUpdate::Slewed { .. }
+        ));
+        assert!(matches!(
+            d.apply(20.0, 2.0, None, &mut clock).unwrap(),
+            ClockUpdate::Stepped { .. }
+        ));
+        assert!(matches!(
+            d.apply(30.0, -1.5, None, &mut clock).unwrap(),
+            ClockUpdate::Stepped { .. }
+        ));
+        assert!(matches!(
+            d.apply(40.0, 3.0, None, &mut clock).unwrap(),
+            ClockUpdate::Slewed { .. }
+        ));
+        assert_eq!(clock.steps, [2.0, -1.5]);
     }
 
     #[test]

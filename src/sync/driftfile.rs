@@ -11,6 +11,50 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// How the frequency is written in the file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DriftFormat {
+    /// ntpd's and NTPsec's: the frequency correction in ppm.
+    #[default]
+    Ntpd,
+    /// chrony's: the clock's frequency offset in ppm, which is the
+    /// correction with the opposite sign, then chrony's skew estimate.
+    Chrony,
+}
+
+/// The skew written into a chrony drift file, ppm: tachyon keeps no skew
+/// estimate of chrony's kind, so chronyd, if it takes the file over, starts
+/// by trusting the frequency only to within this.
+pub const CHRONY_SKEW_PPM: f64 = 1.0;
+
+/// A driftfile and its format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Driftfile {
+    pub path: PathBuf,
+    pub format: DriftFormat,
+}
+
+impl Driftfile {
+    /// The frequency correction kept in the file, ppm (`Ok(None)`: no file yet).
+    pub fn read(&self) -> Result<Option<f64>, DriftError> {
+        let ppm = read(&self.path)?;
+        Ok(match self.format {
+            DriftFormat::Ntpd => ppm,
+            DriftFormat::Chrony => ppm.map(|p| -p),
+        })
+    }
+
+    /// Keeps the frequency correction `ppm` (atomically, as [`write`]).
+    pub fn write(&self, ppm: f64) -> Result<(), DriftError> {
+        match self.format {
+            DriftFormat::Ntpd => write(&self.path, ppm),
+            DriftFormat::Chrony => {
+                write_text(&self.path, &format!("{:.6} {CHRONY_SKEW_PPM:.6}\n", -ppm))
+            }
+        }
+    }
+}
+
 /// Least time between two writes, seconds.
 pub const WRITE_INTERVAL: f64 = 3600.0;
 /// Values beyond this (ppm) are not a real oscillator's and are refused.
@@ -66,6 +110,11 @@ pub fn read(path: &Path) -> Result<Option<f64>, DriftError> {
 /// Writes the frequency atomically (temp file, fsync, rename, fsync of the
 /// directory).
 pub fn write(path: &Path, ppm: f64) -> Result<(), DriftError> {
+    write_text(path, &format!("{ppm:.3}\n"))
+}
+
+/// Replaces the file's contents with `text`, atomically.
+fn write_text(path: &Path, text: &str) -> Result<(), DriftError> {
     let io_err = |source| DriftError::Io {
         path: path.to_path_buf(),
         source,
@@ -83,7 +132,7 @@ pub fn write(path: &Path, ppm: f64) -> Result<(), DriftError> {
     let temp = dir.join(temp_name);
     let result = (|| {
         let mut f = create_exclusive(&temp)?;
-        writeln!(f, "{ppm:.3}")?;
+        f.write_all(text.as_bytes())?;
         f.sync_all()?;
         drop(f);
         fs::rename(&temp, path)?;
@@ -211,6 +260,32 @@ mod tests {
         fs::write(&temp, "stale").unwrap();
         write(&path, 4.5).unwrap();
         assert_eq!(read(&path).unwrap(), Some(4.5));
+    }
+
+    #[test]
+    fn chrony_drift_files_keep_the_offset_with_its_sign() {
+        let dir = TempDir::new("chrony");
+        let file = Driftfile {
+            path: dir.0.join("chrony.drift"),
+            format: DriftFormat::Chrony,
+        };
+        assert_eq!(file.read().unwrap(), None);
+        // chronyd's own file: the clock runs 12.5 ppm fast, so the
+        // correction is -12.5 ppm.
+        fs::write(&file.path, "           12.500000             0.044000\n").unwrap();
+        assert_eq!(file.read().unwrap(), Some(-12.5));
+        file.write(-7.25).unwrap();
+        assert_eq!(
+            fs::read_to_string(&file.path).unwrap(),
+            "7.250000 1.000000\n"
+        );
+        assert_eq!(file.read().unwrap(), Some(-7.25));
+        let ntpd = Driftfile {
+            path: dir.0.join("ntp.drift"),
+            format: DriftFormat::Ntpd,
+        };
+        ntpd.write(-7.25).unwrap();
+        assert_eq!(fs::read_to_string(&ntpd.path).unwrap(), "-7.250\n");
     }
 
     #[test]

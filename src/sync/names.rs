@@ -12,8 +12,6 @@ use crate::config::{ServerConfig, SourceKind};
 
 /// How often names that did not resolve, and pools, are looked up again.
 pub const RESOLVE_RETRY: f64 = 60.0;
-/// Addresses taken from one `pool` name.
-pub const POOL_MEMBERS: usize = 4;
 
 type Answer = std::io::Result<Vec<SocketAddr>>;
 
@@ -82,16 +80,26 @@ impl Name {
     /// Whether a look-up is due at `now`: never resolved, or a pool short of
     /// members, and the retry interval passed.
     pub fn wants_lookup(&self, now: f64) -> bool {
-        let short = self.sources.is_empty() || self.is_pool() && self.sources.len() < POOL_MEMBERS;
+        let short = self.sources.is_empty() || self.sources.len() < self.wanted();
         short && now >= self.next_resolve && !self.resolving
     }
 
-    /// The addresses to poll from a finished look-up (one for a server, up
-    /// to [`POOL_MEMBERS`] for a pool), logging failures once.
+    /// Addresses to poll from this name: one for a server, `maxsources`
+    /// (4 unless configured) for a pool.
+    fn wanted(&self) -> usize {
+        if self.is_pool() {
+            usize::from(self.config.max_sources.max(1))
+        } else {
+            1
+        }
+    }
+
+    /// The addresses to poll from a finished look-up (see `wanted`),
+    /// logging failures once.
     pub fn addresses(&mut self, answer: Answer) -> Vec<IpAddr> {
+        let wanted = self.wanted();
         let host = self.config.host.as_str();
         let kind = self.config.kind;
-        let wanted = if self.is_pool() { POOL_MEMBERS } else { 1 };
         match answer {
             Ok(addrs) => {
                 let mut out: Vec<IpAddr> = Vec::new();
@@ -136,5 +144,40 @@ impl Name {
             );
             self.sources.push((ip, id));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn answer(n: u8) -> Answer {
+        Ok((1..=n)
+            .map(|i| SocketAddr::from(([192, 0, 2, i], 123)))
+            .collect())
+    }
+
+    #[test]
+    fn a_pool_takes_up_to_its_maxsources() {
+        let config = Config::parse_as(
+            "pool a.example iburst maxsources 2\npool b.example\nserver c.example\n",
+            "chrony.conf",
+            crate::config::Dialect::Chrony,
+        )
+        .unwrap();
+        let taken: Vec<usize> = config
+            .servers
+            .iter()
+            .map(|s| Name::new(s.clone()).addresses(answer(6)).len())
+            .collect();
+        assert_eq!(taken, [2, 4, 1]);
+        let mut pool = Name::new(config.servers[0].clone());
+        assert!(pool.wants_lookup(0.0));
+        pool.sources = vec![
+            ("192.0.2.1".parse().unwrap(), SourceId(1)),
+            ("192.0.2.2".parse().unwrap(), SourceId(2)),
+        ];
+        assert!(!pool.wants_lookup(0.0), "full at maxsources");
     }
 }

@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::board::SourceBoard;
+use super::driftfile::Driftfile;
 use super::engine::{Engine, EngineConfig, SourceId};
 use super::exchange::{open_request_socket, receive, InFlight};
 use super::leapfile::LeapTable;
-use super::names::{Name, Resolver, POOL_MEMBERS, RESOLVE_RETRY};
+use super::names::{Name, Resolver, RESOLVE_RETRY};
 use super::select::{Mark, Unusable};
 use crate::clock::{system_unix_ns, ClockControl, ClockError, SoftwareClock};
 use crate::config::ServerConfig;
@@ -77,7 +78,7 @@ pub enum SyncMode {
 
 pub struct SyncOptions {
     pub servers: Vec<ServerConfig>,
-    pub driftfile: Option<PathBuf>,
+    pub driftfile: Option<Driftfile>,
     pub leapfile: Option<PathBuf>,
     pub engine: EngineConfig,
     /// Upstream port (123; tests may use another).
@@ -186,14 +187,15 @@ impl Upstreams {
     ) -> Result<Self, ClockError> {
         let start = Instant::now();
         let mut config = options.engine;
-        if let Some(path) = &options.driftfile {
-            match super::driftfile::read(path) {
+        if let Some(file) = &options.driftfile {
+            let path = file.path.display();
+            match file.read() {
                 Ok(Some(ppm)) => {
-                    log::info!("driftfile {}: starting at {ppm:+.3} ppm", path.display());
+                    log::info!("driftfile {path}: starting at {ppm:+.3} ppm");
                     config.initial_frequency_ppm = Some(ppm);
                 }
-                Ok(None) => log::info!("driftfile {}: none yet", path.display()),
-                Err(e) => log::warn!("driftfile {}: {e}", path.display()),
+                Ok(None) => log::info!("driftfile {path}: none yet"),
+                Err(e) => log::warn!("driftfile {path}: {e}"),
             }
         }
         let mut engine = Engine::new(config, 0.0, clock.control())?;
@@ -303,7 +305,6 @@ impl Upstreams {
             }
             !lost
         });
-        debug_assert!(name.sources.len() <= POOL_MEMBERS);
     }
 
     /// Sends the polls that are due, each from a fresh socket.
@@ -404,14 +405,14 @@ impl Upstreams {
 
     /// Writes the driftfile when it is due (hourly), or now when `force`.
     fn write_driftfile(&mut self, now: f64, force: bool) {
-        let Some(path) = &self.options.driftfile else {
+        let Some(file) = &self.options.driftfile else {
             return;
         };
         if !force && !super::driftfile::should_write(self.last_drift_write, now) {
             return;
         }
-        if let Err(e) = super::driftfile::write(path, self.engine.frequency_ppm()) {
-            log::warn!("driftfile {}: {e}", path.display());
+        if let Err(e) = file.write(self.engine.frequency_ppm()) {
+            log::warn!("driftfile {}: {e}", file.path.display());
         }
         self.last_drift_write = Some(now);
     }

@@ -27,6 +27,7 @@ use tachyon::server::access::restrict::RestrictTable;
 use tachyon::server::access::{AccessControl, SharedAccess};
 use tachyon::server::{choose_backend, stats, ServerOptions};
 use tachyon::state::{shared_state, ServerState};
+use tachyon::sync::driftfile::{DriftFormat, Driftfile};
 use tachyon::sync::runner::{self, local_state, SyncClock, SyncHandle, SyncMode, SyncOptions};
 use tachyon::sync::{EngineConfig, SoftwareClock, SourceBoard};
 
@@ -279,15 +280,44 @@ fn start_sync(
     };
     let options = SyncOptions {
         servers: config.servers.clone(),
-        driftfile: config.driftfile.clone(),
+        driftfile: driftfile(config),
         leapfile: config.leapfile.clone(),
-        engine: EngineConfig {
-            precision,
-            ..EngineConfig::default()
-        },
+        engine: engine_config(config, precision),
         port: UPSTREAM_PORT,
     };
     Ok(runner::spawn(options, mode, publisher, board)?)
+}
+
+/// The driftfile, in the format of the file the configuration came from.
+fn driftfile(config: &Config) -> Option<Driftfile> {
+    match (&config.driftfile, &config.chrony_driftfile) {
+        (Some(path), _) => Some(Driftfile {
+            path: path.clone(),
+            format: DriftFormat::Ntpd,
+        }),
+        (None, Some(path)) => Some(Driftfile {
+            path: path.clone(),
+            format: DriftFormat::Chrony,
+        }),
+        (None, None) => None,
+    }
+}
+
+/// The engine's settings: defaults, and what a chrony.conf asks for
+/// (`minsources`, `makestep`).
+fn engine_config(config: &Config, precision: i8) -> EngineConfig {
+    let mut engine = EngineConfig {
+        precision,
+        ..EngineConfig::default()
+    };
+    if let Some(n) = config.min_sources {
+        engine.minsane = Some(n as usize);
+    }
+    if let Some(step) = config.makestep {
+        engine.discipline.step_threshold = step.threshold.as_secs_f64();
+        engine.discipline.step_limit = step.limit.map_or(u64::MAX, u64::from);
+    }
+    engine
 }
 
 /// The Prometheus endpoint: where the configuration says (an error if it

@@ -59,10 +59,11 @@ impl Reloader {
                 .iter()
                 .map(|s| {
                     format!(
-                        "{} {} {:?}",
+                        "{} {} {:?} {}",
                         s.kind.as_str(),
                         s.host,
-                        SourceOptions::from(s)
+                        SourceOptions::from(s),
+                        s.max_sources
                     )
                 })
                 .collect()
@@ -76,7 +77,12 @@ impl Reloader {
             (new.rcvbuf != old.rcvbuf, "rcvbuf"),
             (new.clock != old.clock, "clock"),
             (new.metrics != old.metrics, "metrics"),
-            (new.driftfile != old.driftfile, "driftfile"),
+            (
+                new.driftfile != old.driftfile || new.chrony_driftfile != old.chrony_driftfile,
+                "driftfile",
+            ),
+            (new.makestep != old.makestep, "makestep"),
+            (new.min_sources != old.min_sources, "minsources"),
             (new.leapfile != old.leapfile, "leapfile"),
             (new.local_stratum != old.local_stratum, "local"),
         ] {

@@ -70,7 +70,11 @@ pub fn choose_clock(config: &Config) -> anyhow::Result<ClockChoice> {
 /// Warns when the driftfile cannot be written by the user tachyond now runs
 /// as: the frequency would be learned again at every start.
 pub fn check_driftfile_directory(config: &Config) {
-    let Some(path) = &config.driftfile else {
+    let Some(path) = config
+        .driftfile
+        .as_ref()
+        .or(config.chrony_driftfile.as_ref())
+    else {
         return;
     };
     let dir = match path.parent() {
