@@ -11,3 +11,4 @@ pub mod mmsg;
 pub mod sockets;
 pub mod transmit;
 pub mod uring;
+pub mod xdp;
