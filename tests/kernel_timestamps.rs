@@ -79,6 +79,7 @@ fn with_worker<T>(
         match backend {
             Backend::Uring => uring::run(&sockets, &mut responder, wake.as_fd()),
             Backend::Mmsg => mmsg::run(&sockets, &mut responder, wake.as_fd()),
+            Backend::Xdp => unreachable!("socket backends only"),
         }
     });
     let result = client();

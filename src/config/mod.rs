@@ -47,7 +47,8 @@ mod tests;
 
 pub use model::{
     ClockChoice, Config, ConfigError, ConfigFormat, ConfigWarning, Dialect, IoChoice, MakeStep,
-    RateLimitParams, DEFAULT_RCVBUF, MAX_FILE_BYTES, MAX_LINE_BYTES, RCVBUF_RANGE,
+    RateLimitParams, XdpConfig, DEFAULT_RCVBUF, MAX_FILE_BYTES, MAX_LINE_BYTES, RCVBUF_RANGE,
+    XDP_MAX_QUEUES,
 };
 pub use restrict::{Family, RestrictFlags, RestrictRule, RestrictTarget};
 pub use upstream::{ServerConfig, SourceKind};

@@ -154,8 +154,8 @@ pub struct MakeStep {
     pub limit: Option<u32>,
 }
 
-/// The packet I/O backend (`io uring|mmsg|auto`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// The packet I/O backend (`io uring|mmsg|auto|xdp IFACE ...`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum IoChoice {
     /// io_uring where the kernel supports it, else recvmmsg/sendmmsg.
     #[default]
@@ -164,37 +164,84 @@ pub enum IoChoice {
     Uring,
     /// recvmmsg/sendmmsg.
     Mmsg,
+    /// AF_XDP on one interface (kernel bypass); never chosen by `auto`.
+    Xdp(XdpConfig),
 }
 
 impl IoChoice {
     /// The keyword used in the configuration file.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             IoChoice::Auto => "auto",
             IoChoice::Uring => "uring",
             IoChoice::Mmsg => "mmsg",
+            IoChoice::Xdp(_) => "xdp",
         }
     }
 }
 
 impl fmt::Display for IoChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            IoChoice::Xdp(x) => write!(f, "xdp {x}"),
+            other => f.write_str(other.as_str()),
+        }
     }
 }
 
 impl FromStr for IoChoice {
     type Err = String;
 
+    /// The one-word choices; `xdp` takes arguments (`io xdp IFACE ...`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "auto" => Ok(IoChoice::Auto),
             "uring" => Ok(IoChoice::Uring),
             "mmsg" => Ok(IoChoice::Mmsg),
             _ => Err(format!(
-                "expected \"uring\", \"mmsg\" or \"auto\", got \"{s}\""
+                "expected \"uring\", \"mmsg\", \"auto\" or \"xdp IFACE\", got \"{s}\""
             )),
         }
+    }
+}
+
+/// `io xdp IFACE [queues N] [mode native|generic|auto] [zerocopy on|off|auto]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct XdpConfig {
+    /// The interface the XDP program is attached to.
+    pub interface: String,
+    /// Serve receive queues 0..N (one worker each); `None`: every RX queue
+    /// the interface has.
+    pub queues: Option<u32>,
+    /// Where the program runs: `Some(true)` in the driver (native),
+    /// `Some(false)` in the generic path, `None` native where the driver
+    /// supports it, else generic.
+    pub native: Option<bool>,
+    /// Zero-copy sockets: `Some(true)` required, `Some(false)` never (copy
+    /// mode), `None` where the driver supports it.
+    pub zerocopy: Option<bool>,
+}
+
+/// The most queues `io xdp` serves (the XDP program's socket map size).
+pub const XDP_MAX_QUEUES: u32 = 256;
+
+impl fmt::Display for XdpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.interface)?;
+        if let Some(n) = self.queues {
+            write!(f, " queues {n}")?;
+        }
+        let word = |choice: Option<bool>, yes: &'static str, no: &'static str| match choice {
+            Some(true) => yes,
+            Some(false) => no,
+            None => "auto",
+        };
+        write!(
+            f,
+            " mode {} zerocopy {}",
+            word(self.native, "native", "generic"),
+            word(self.zerocopy, "on", "off")
+        )
     }
 }
 

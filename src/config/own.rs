@@ -3,7 +3,7 @@
 
 use super::addr;
 use super::builder::{At, Builder};
-use super::model::{ClockChoice, IoChoice, RCVBUF_RANGE};
+use super::model::{ClockChoice, IoChoice, XdpConfig, RCVBUF_RANGE, XDP_MAX_QUEUES};
 use super::words::{exactly_one, parse_size, quoted};
 
 /// `listen ADDRESS[:PORT]`.
@@ -35,13 +35,80 @@ pub(super) fn workers(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(),
     Ok(())
 }
 
-/// `io uring|mmsg|auto`.
+/// `io uring|mmsg|auto`, or `io xdp IFACE [queues N] [mode M] [zerocopy Z]`.
 pub(super) fn io(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
-    let token = exactly_one("io", args, "\"uring\", \"mmsg\" or \"auto\"")?;
-    let io = token.parse::<IoChoice>().map_err(|e| format!("io: {e}"))?;
+    let io = match args.first() {
+        Some(&"xdp") => IoChoice::Xdp(xdp(&args[1..])?),
+        _ => {
+            let token = exactly_one("io", args, "\"uring\", \"mmsg\", \"auto\" or \"xdp IFACE\"")?;
+            token.parse::<IoChoice>().map_err(|e| format!("io: {e}"))?
+        }
+    };
     b.once("io", at);
     b.config.io = io;
     Ok(())
+}
+
+/// The arguments of `io xdp`: the interface, then options in any order.
+fn xdp(args: &[&str]) -> Result<XdpConfig, String> {
+    const USAGE: &str = "io xdp IFACE [queues N] [mode native|generic|auto] [zerocopy on|off|auto]";
+    let Some((interface, mut rest)) = args.split_first() else {
+        return Err(format!("io xdp: expected an interface name ({USAGE})"));
+    };
+    // Linux interface names: 1 to 15 bytes, no '/', ':' or whitespace.
+    if interface.len() > 15
+        || interface.contains(['/', ':'])
+        || *interface == "."
+        || *interface == ".."
+    {
+        return Err(format!(
+            "io xdp: {} is not an interface name",
+            quoted(interface)
+        ));
+    }
+    let mut config = XdpConfig {
+        interface: interface.to_string(),
+        queues: None,
+        native: None,
+        zerocopy: None,
+    };
+    while let [option, value, tail @ ..] = rest {
+        let bad = || format!("io xdp: {option} {} is not valid ({USAGE})", quoted(value));
+        match *option {
+            "queues" => {
+                let n = value.parse::<u32>().map_err(|_| bad())?;
+                if !(1..=XDP_MAX_QUEUES).contains(&n) {
+                    return Err(format!(
+                        "io xdp: queues takes 1..={XDP_MAX_QUEUES}, got {n}"
+                    ));
+                }
+                config.queues = Some(n);
+            }
+            "mode" => config.native = tri_state(value, "native", "generic").ok_or_else(bad)?,
+            "zerocopy" => config.zerocopy = tri_state(value, "on", "off").ok_or_else(bad)?,
+            _ => {
+                return Err(format!(
+                    "io xdp: unknown option {} ({USAGE})",
+                    quoted(option)
+                ))
+            }
+        }
+        rest = tail;
+    }
+    if let [extra] = rest {
+        return Err(format!("io xdp: {} needs a value ({USAGE})", quoted(extra)));
+    }
+    Ok(config)
+}
+
+/// `yes` → Some(true), `no` → Some(false), `auto` → None.
+fn tri_state(value: &str, yes: &str, no: &str) -> Option<Option<bool>> {
+    match value {
+        v if v == yes => Some(Some(true)),
+        v if v == no => Some(Some(false)),
+        "auto" => Some(None),
+        _ => None,
+    }
 }
 
 /// `rcvbuf SIZE`.

@@ -291,6 +291,43 @@ local stratum 10
 }
 
 #[test]
+fn io_xdp_takes_an_interface_and_options() {
+    let xdp = |line: &str| match ok(line).io {
+        IoChoice::Xdp(x) => x,
+        other => panic!("{line}: {other:?}"),
+    };
+    let plain = xdp("io xdp eth0");
+    assert_eq!(plain.interface, "eth0");
+    assert_eq!(
+        (plain.queues, plain.native, plain.zerocopy),
+        (None, None, None)
+    );
+    let full = xdp("io xdp enp1s0f0 queues 8 mode native zerocopy off");
+    assert_eq!(full.queues, Some(8));
+    assert_eq!(full.native, Some(true));
+    assert_eq!(full.zerocopy, Some(false));
+    assert_eq!(
+        format!("io {}", IoChoice::Xdp(full)),
+        "io xdp enp1s0f0 queues 8 mode native zerocopy off"
+    );
+    let generic = xdp("io xdp veth1 zerocopy auto mode generic");
+    assert_eq!((generic.native, generic.zerocopy), (Some(false), None));
+    for (line, needle) in [
+        ("io xdp", "expected an interface name"),
+        ("io xdp eth0 queues 0", "queues takes 1..=256"),
+        ("io xdp eth0 queues many", "queues \"many\" is not valid"),
+        ("io xdp eth0 mode fast", "mode \"fast\" is not valid"),
+        ("io xdp eth0 zerocopy", "needs a value"),
+        ("io xdp eth0 colour blue", "unknown option"),
+        ("io xdp a/b", "not an interface name"),
+        ("io xdp sixteen-chars-ab", "not an interface name"),
+    ] {
+        let shown = err(&format!("{line}\n"));
+        assert!(shown.contains(needle), "{line}: {shown}");
+    }
+}
+
+#[test]
 fn keyword_values() {
     for (line, io) in [
         ("io auto", IoChoice::Auto),
@@ -395,7 +432,7 @@ fn errors_name_file_and_line() {
         (
             "io epoll\n",
             1,
-            "io: expected \"uring\", \"mmsg\" or \"auto\", got \"epoll\"",
+            "io: expected \"uring\", \"mmsg\", \"auto\" or \"xdp IFACE\", got \"epoll\"",
         ),
         ("clock atomic\n", 1, "clock: expected"),
         (

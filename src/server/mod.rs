@@ -29,6 +29,9 @@ use stats::WorkerStats;
 pub enum Backend {
     Uring,
     Mmsg,
+    /// AF_XDP workers, one per queue (`io::xdp`), beside one socket worker
+    /// (io_uring where available) for what reaches the kernel's sockets.
+    Xdp,
 }
 
 impl Backend {
@@ -36,6 +39,7 @@ impl Backend {
         match self {
             Backend::Uring => "io_uring",
             Backend::Mmsg => "recvmmsg/sendmmsg",
+            Backend::Xdp => "AF_XDP",
         }
     }
 }
@@ -50,6 +54,8 @@ pub struct ServerOptions {
     pub pin: bool,
     /// SO_RCVBUF asked for each listening socket.
     pub rcvbuf: usize,
+    /// With [`Backend::Xdp`]: the interface and its options.
+    pub xdp: Option<crate::config::XdpConfig>,
 }
 
 /// Running workers.
@@ -67,12 +73,24 @@ pub struct BoundServer {
     options: ServerOptions,
     per_worker: Vec<Vec<ListenSocket>>,
     local: Vec<SocketAddr>,
+    xdp: Option<io::xdp::BoundXdp>,
 }
 
 impl BoundServer {
     /// Binds every socket; errors name the address.
     pub fn bind(options: ServerOptions) -> stdio::Result<BoundServer> {
-        let workers = options.workers.max(1);
+        // With AF_XDP, the XDP workers serve the interface; one socket
+        // worker serves what reaches the kernel (other interfaces, queues
+        // without a socket).
+        let xdp = match (&options.xdp, options.backend) {
+            (Some(config), Backend::Xdp) => Some(io::xdp::BoundXdp::bind(config, &options.listen)?),
+            _ => None,
+        };
+        let workers = if xdp.is_some() {
+            1
+        } else {
+            options.workers.max(1)
+        };
         let mut per_worker: Vec<Vec<ListenSocket>> = (0..workers).map(|_| Vec::new()).collect();
         let mut local = Vec::new();
         for addr in &options.listen {
@@ -99,6 +117,7 @@ impl BoundServer {
             options,
             per_worker,
             local,
+            xdp,
         })
     }
 
@@ -112,6 +131,7 @@ impl BoundServer {
             options,
             per_worker,
             local,
+            xdp,
         } = self;
         let shutdown = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(stdio::Error::from)?;
@@ -128,7 +148,7 @@ impl BoundServer {
             let mut responder = Responder::new(state.clone(), options.access.clone(), stats);
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let wake: OwnedFd = shutdown.as_fd().try_clone_to_owned()?;
-            let backend = options.backend;
+            let backend = socket_backend(options.backend);
             let handle = std::thread::Builder::new()
                 .name(format!("tachyon-w{index}"))
                 .spawn(move || {
@@ -139,7 +159,9 @@ impl BoundServer {
                     }
                     let result = match backend {
                         Backend::Uring => uring::run(&sockets, &mut responder, wake.as_fd()),
-                        Backend::Mmsg => mmsg::run(&sockets, &mut responder, wake.as_fd()),
+                        Backend::Mmsg | Backend::Xdp => {
+                            mmsg::run(&sockets, &mut responder, wake.as_fd())
+                        }
                     };
                     if let Err(e) = &result {
                         log::error!("worker {index} stopped: {e}");
@@ -147,6 +169,15 @@ impl BoundServer {
                     result
                 })?;
             handles.push(handle);
+        }
+        if let Some(xdp) = xdp {
+            log::info!("{}", xdp.description);
+            let first = handles.len();
+            let access = &options.access;
+            for (handle, stats) in xdp.spawn(first, &state, access, shutdown.as_fd(), &cores)? {
+                handles.push(handle);
+                all_stats.push(stats);
+            }
         }
         Ok(Server {
             workers: handles,
@@ -201,10 +232,22 @@ impl Server {
     }
 }
 
-/// Chooses the backend: the configured one, or io_uring when the probe passes.
-pub fn choose_backend(choice: crate::config::IoChoice) -> Result<Backend, String> {
+/// The backend of the kernel-socket workers: with AF_XDP, io_uring where
+/// it works, else recvmmsg/sendmmsg.
+fn socket_backend(backend: Backend) -> Backend {
+    match backend {
+        Backend::Xdp if uring::probe().is_ok() => Backend::Uring,
+        Backend::Xdp => Backend::Mmsg,
+        other => other,
+    }
+}
+
+/// Chooses the backend: the configured one, or io_uring when the probe
+/// passes. `auto` never chooses AF_XDP: it takes an interface over.
+pub fn choose_backend(choice: &crate::config::IoChoice) -> Result<Backend, String> {
     use crate::config::IoChoice;
     match choice {
+        IoChoice::Xdp(_) => Ok(Backend::Xdp),
         IoChoice::Mmsg => Ok(Backend::Mmsg),
         IoChoice::Uring => uring::probe()
             .map(|_| Backend::Uring)

@@ -172,7 +172,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     let (publisher, reader) = shared_state(initial);
     let access = shared_access(&config);
-    let backend = choose_backend(config.io).map_err(anyhow::Error::msg)?;
+    let backend = choose_backend(&config.io).map_err(anyhow::Error::msg)?;
     let workers = config.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -185,6 +185,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         access: access.clone(),
         pin: true,
         rcvbuf: config.rcvbuf,
+        xdp: match &config.io {
+            tachyon::config::IoChoice::Xdp(x) => Some(x.clone()),
+            _ => None,
+        },
     };
     let bound = startup::bind_listeners(&config, args.config.is_none(), options)?;
     let control_path = args
@@ -202,8 +206,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let sync = start_sync(&config, clock_mode, precision, publisher, board.clone())?;
     let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     log::info!(
-        "serving on {} with {workers} worker(s), backend {}",
+        "serving on {} with {} worker(s), backend {}",
         addrs.join(", "),
+        server.stats().len(),
         server.backend().name()
     );
 

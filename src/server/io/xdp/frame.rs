@@ -188,6 +188,19 @@ fn parse_ipv6(ip: &[u8]) -> Result<IpParts, Rejected> {
     ))
 }
 
+/// Whether the request was sent to this host alone: not to an Ethernet
+/// group address (broadcast or multicast) nor to an IP multicast address or
+/// the IPv4 limited broadcast. Others are not answered, as on the socket
+/// path.
+pub fn is_unicast(frame: &[u8], request: &UdpFrame) -> bool {
+    let group_mac = frame.first().is_none_or(|b| b & 1 != 0);
+    let group_ip = match request.destination {
+        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_multicast(),
+    };
+    !group_mac && !group_ip
+}
+
 /// Turns the request `frame` (as [`parse`] found it) into its reply, whose
 /// UDP payload of `reply_len` bytes is already at `request.payload.start`:
 /// swaps the MAC addresses, the IP addresses and the ports, writes the
@@ -235,6 +248,35 @@ pub fn write_reply(frame: &mut [u8], request: &UdpFrame, reply_len: usize) -> us
     );
     put16(frame, udp + 6, checksum);
     udp + udp_len
+}
+
+/// Updates the UDP checksum of a reply built by [`write_reply`] after the
+/// bytes at `at` (an even offset into its payload, which starts at
+/// `payload_start` in `frame`) changed from `old` to what they are now: the
+/// incremental update of RFC 1624 (HC' = ~(~HC + ~m + m')), so stamping the
+/// transmit time costs a few additions instead of a second pass over the
+/// datagram. Out-of-range arguments leave the frame as it is.
+pub fn update_udp_checksum(frame: &mut [u8], payload_start: usize, at: usize, old: &[u8]) {
+    let Some(checksum_at) = payload_start.checked_sub(2) else {
+        return;
+    };
+    let start = payload_start + at;
+    let Some(new) = frame.get(start..start + old.len()) else {
+        return;
+    };
+    if at % 2 != 0 || old.len() % 2 != 0 {
+        return;
+    }
+    let mut sum = !be16(frame, checksum_at) as u32;
+    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+        sum += !u16::from_be_bytes([o[0], o[1]]) as u32;
+        sum += u16::from_be_bytes([n[0], n[1]]) as u32;
+    }
+    let checksum = match !fold(sum) {
+        0 => 0xffff,
+        c => c,
+    };
+    put16(frame, checksum_at, checksum);
 }
 
 /// The UDP checksum of `datagram` (header with a zero checksum field, and
@@ -454,6 +496,26 @@ mod tests {
     }
 
     #[test]
+    fn broadcasts_and_multicasts_are_not_unicast() {
+        let mut f = request_frame(v4("10.0.0.2"), v4("10.0.0.1"), (1, 123), false, &[0; 48], 0);
+        let request = parse(&f).unwrap();
+        assert!(is_unicast(&f, &request));
+        f[0] = 0xff;
+        assert!(!is_unicast(&f, &request));
+        let f = request_frame(
+            v4("10.0.0.2"),
+            v4("224.0.1.1"),
+            (1, 123),
+            false,
+            &[0; 48],
+            0,
+        );
+        assert!(!is_unicast(&f, &parse(&f).unwrap()));
+        let f = request_frame(v4("fe80::2"), v4("ff02::101"), (1, 123), false, &[0; 48], 0);
+        assert!(!is_unicast(&f, &parse(&f).unwrap()));
+    }
+
+    #[test]
     fn checksum_edge_cases() {
         // RFC 1071's example words sum to 0xddf2 once folded.
         assert_eq!(
@@ -495,6 +557,27 @@ mod tests {
             verify_reply(&f[..len], &request);
             prop_assert_eq!(&f[0..6], &original[6..12]);
             prop_assert_eq!(&f[6..12], &original[0..6]);
+        }
+
+        #[test]
+        fn an_updated_checksum_equals_a_fresh_one(
+            v6 in any::<bool>(),
+            payload in proptest::collection::vec(any::<u8>(), 48..100),
+            stamp in any::<[u8; 8]>(),
+        ) {
+            let (source, destination) = if v6 {
+                (v4("2001:db8::2"), v4("2001:db8::1"))
+            } else {
+                (v4("10.0.0.2"), v4("10.0.0.1"))
+            };
+            let mut f = request_frame(source, destination, (4000, 123), false, &payload, 0);
+            let request = parse(&f).unwrap();
+            let len = write_reply(&mut f, &request, 48);
+            let at = request.payload.start;
+            let old: [u8; 8] = f[at + 40..at + 48].try_into().unwrap();
+            f[at + 40..at + 48].copy_from_slice(&stamp);
+            update_udp_checksum(&mut f, at, 40, &old);
+            verify_reply(&f[..len], &request);
         }
 
         #[test]
