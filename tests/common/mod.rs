@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_ntp;
+pub mod hostile;
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
