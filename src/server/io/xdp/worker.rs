@@ -29,6 +29,10 @@ const BATCH: usize = 64;
 const SHUTDOWN_CHECK_BATCHES: u32 = 256;
 /// Where the transmit timestamp is in an NTP reply (RFC 5905).
 const TRANSMIT_AT: usize = crate::proto::packet::TRANSMIT_OFFSET;
+/// How long an idle worker sleeps before looking at its counters (ms).
+const IDLE_WAIT_MS: u16 = 1000;
+/// Kicks per flush: 64 × 32 frames, far more than a batch.
+const MAX_KICKS: usize = 64;
 /// How often the kernel's socket counters are read into the worker's.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -76,7 +80,11 @@ pub fn run(
         recycle(&mut socket, &mut frames);
         let n = socket.receive(&mut frames.received);
         if n == 0 {
-            if wait(&socket, shutdown)? {
+            // Replies still on the TX ring go out before any sleep; if the
+            // device refuses them, try again soon.
+            let drained = socket.tx_pending() == 0 || flush(&mut socket, responder);
+            let timeout = if drained { IDLE_WAIT_MS } else { 1 };
+            if wait(&socket, shutdown, timeout)? {
                 return Ok(());
             }
         } else {
@@ -112,12 +120,12 @@ fn recycle(socket: &mut XskSocket, frames: &mut Frames) {
 }
 
 /// Sleeps until frames arrive or shutdown is asked; returns whether to stop.
-fn wait(socket: &XskSocket, shutdown: BorrowedFd<'_>) -> io::Result<bool> {
+fn wait(socket: &XskSocket, shutdown: BorrowedFd<'_>, timeout_ms: u16) -> io::Result<bool> {
     let mut fds = [
         PollFd::new(socket.fd(), PollFlags::POLLIN),
         PollFd::new(shutdown, PollFlags::POLLIN),
     ];
-    match poll(&mut fds, PollTimeout::from(1000u16)) {
+    match poll(&mut fds, PollTimeout::from(timeout_ms)) {
         Ok(_) | Err(nix::errno::Errno::EINTR) => {}
         Err(e) => return Err(e.into()),
     }
@@ -237,11 +245,26 @@ fn send(
         responder.stats().send_errors.bump();
         frames.free.push(chunk_of(unsent.0));
     }
-    if socket.kick().is_err() {
-        responder.stats().send_errors.bump();
-    }
+    flush(socket, responder);
     departure.observe(queued, system_unix_ns().saturating_sub(start));
     frames.pending.clear();
+}
+
+/// Kicks the kernel until the TX ring is empty: in copy mode each kick
+/// sends at most 32 frames. Bounded, so that a stuck device cannot hold
+/// the worker; what is left goes at the next round.
+/// Returns whether the ring is empty.
+fn flush(socket: &mut XskSocket, responder: &Responder) -> bool {
+    for _ in 0..MAX_KICKS {
+        if socket.kick().is_err() {
+            responder.stats().send_errors.bump();
+            return false;
+        }
+        if socket.tx_pending() == 0 {
+            return true;
+        }
+    }
+    false
 }
 
 /// Adds what the kernel dropped for this socket since the last look (no

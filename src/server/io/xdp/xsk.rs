@@ -409,9 +409,17 @@ impl XskSocket {
         n as usize
     }
 
+    /// Frames queued on the TX ring that the kernel has not taken yet.
+    pub fn tx_pending(&mut self) -> u32 {
+        let consumer = self.tx.consumer().load(Ordering::Acquire);
+        self.tx.cached_producer.wrapping_sub(consumer)
+    }
+
     /// Tells the kernel there is something to send. In copy mode the frames
-    /// go out during this call. Transient refusals (the device queue is
-    /// busy) are left for the next kick.
+    /// go out during this call, at most 32 of them (the kernel's batch,
+    /// `TX_BATCH_SIZE`): see [`XskSocket::tx_pending`] for what is left.
+    /// Transient refusals (the device queue is busy, more to send) are
+    /// left for the next kick.
     pub fn kick(&self) -> io::Result<()> {
         if !self.tx.needs_wakeup() {
             return Ok(());
