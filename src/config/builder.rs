@@ -187,6 +187,14 @@ impl Builder {
             )),
             _ => {}
         }
+        if let (IoChoice::Xdp(x), Some(n)) = (&self.config.io, self.config.workers) {
+            let message = format!(
+                "workers {n}: with `io xdp` there is one worker per receive queue of {} \
+                 (`queues N` chooses how many); `workers` is not used",
+                x.interface
+            );
+            self.warn_file(message);
+        }
         self.config
     }
 }

@@ -310,6 +310,11 @@ fn io_xdp_takes_an_interface_and_options() {
         format!("io {}", IoChoice::Xdp(full)),
         "io xdp enp1s0f0 queues 8 mode native zerocopy off"
     );
+    let with_workers = ok("workers 4\nio xdp eth0\n");
+    assert!(with_workers
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("`workers` is not used")));
     let generic = xdp("io xdp veth1 zerocopy auto mode generic");
     assert_eq!((generic.native, generic.zerocopy), (Some(false), None));
     for (line, needle) in [

@@ -87,28 +87,12 @@ fn open_socket(ifindex: u32, queue: u32, zerocopy: Option<bool>) -> io::Result<X
     }
 }
 
-/// An AF_XDP socket error, with what an operator can do about it.
+/// An AF_XDP socket error (its step and hint come from `xsk`), with the
+/// queue and mode.
 fn explain(e: io::Error, queue: u32, mode: &str) -> io::Error {
-    let hint = match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => {
-            " (AF_XDP sockets need CAP_NET_RAW, and their memory CAP_IPC_LOCK or a larger \
-             RLIMIT_MEMLOCK: start tachyond as root or give it those capabilities)"
-        }
-        Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
-            " (the socket memory is locked memory: give tachyond CAP_IPC_LOCK or raise \
-             RLIMIT_MEMLOCK, e.g. LimitMEMLOCK=infinity)"
-        }
-        Some(libc::EAFNOSUPPORT) => " (this kernel has no AF_XDP: CONFIG_XDP_SOCKETS)",
-        Some(libc::EOPNOTSUPP) => {
-            " (the driver does not support this AF_XDP mode; `zerocopy off` uses copy mode)"
-        }
-        Some(libc::EBUSY) => " (the queue already has an AF_XDP socket: another program uses it)",
-        Some(libc::EINVAL) => " (no such queue, or the mode is not supported: see `ethtool -l`)",
-        _ => "",
-    };
     io::Error::new(
         e.kind(),
-        format!("io xdp: AF_XDP socket for queue {queue} in {mode}: {e}{hint}"),
+        format!("io xdp: the AF_XDP socket of queue {queue} ({mode}): {e}"),
     )
 }
 

@@ -207,6 +207,31 @@ impl<T: std::marker::Copy> Ring<T> {
     }
 }
 
+/// An error of one set-up step, with what usually causes it.
+fn step(what: &str, e: io::Error) -> io::Error {
+    let hint = match (what, e.raw_os_error()) {
+        ("creating the socket", Some(libc::EPERM | libc::EACCES)) => " (needs CAP_NET_RAW)",
+        ("creating the socket", Some(libc::EAFNOSUPPORT)) => {
+            " (this kernel has no AF_XDP: CONFIG_XDP_SOCKETS)"
+        }
+        ("registering its memory (UMEM)", Some(libc::EPERM | libc::ENOBUFS | libc::ENOMEM)) => {
+            " (locked memory, 8 MiB a queue: needs CAP_IPC_LOCK or a larger RLIMIT_MEMLOCK, \
+             e.g. LimitMEMLOCK=infinity)"
+        }
+        ("binding it to the queue", Some(libc::EOPNOTSUPP)) => {
+            " (the driver does not support this mode; `zerocopy off` uses copy mode)"
+        }
+        ("binding it to the queue", Some(libc::EBUSY)) => {
+            " (the queue already has an AF_XDP socket: another program uses it)"
+        }
+        ("binding it to the queue", Some(libc::EINVAL)) => {
+            " (no such queue, or zero-copy is not offered: see `ethtool -l`)"
+        }
+        _ => "",
+    };
+    io::Error::new(e.kind(), format!("{what}: {e}{hint}"))
+}
+
 /// Counters the kernel keeps per socket (`XDP_STATISTICS`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SocketStats {
@@ -277,11 +302,12 @@ impl XskSocket {
         // SAFETY: plain socket(2); the result is checked and owned at once.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(step("creating the socket", io::Error::last_os_error()));
         }
         // SAFETY: raw is a fresh descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let umem = Mapping::new((FRAMES * FRAME_SIZE) as usize, None)?;
+        let umem = Mapping::new((FRAMES * FRAME_SIZE) as usize, None)
+            .map_err(|e| step("allocating its memory", e))?;
         let registration = libc::xdp_umem_reg {
             addr: umem.ptr as u64,
             len: umem.len as u64,
@@ -290,14 +316,15 @@ impl XskSocket {
             flags: 0,
             tx_metadata_len: 0,
         };
-        setsockopt(fd.as_fd(), libc::XDP_UMEM_REG, &registration)?;
+        setsockopt(fd.as_fd(), libc::XDP_UMEM_REG, &registration)
+            .map_err(|e| step("registering its memory (UMEM)", e))?;
         for ring in [
             libc::XDP_UMEM_FILL_RING,
             libc::XDP_UMEM_COMPLETION_RING,
             libc::XDP_RX_RING,
             libc::XDP_TX_RING,
         ] {
-            setsockopt(fd.as_fd(), ring, &RING_SIZE)?;
+            setsockopt(fd.as_fd(), ring, &RING_SIZE).map_err(|e| step("sizing its rings", e))?;
         }
         // SAFETY: xdp_mmap_offsets is plain integers; zero is valid.
         let zero: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
@@ -334,7 +361,7 @@ impl XskSocket {
             )
         };
         if r < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(step("binding it to the queue", io::Error::last_os_error()));
         }
         Ok(XskSocket {
             fd,
