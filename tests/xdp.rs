@@ -29,7 +29,9 @@ static NEXT_PAIR: AtomicU32 = AtomicU32::new(0);
 struct Pair {
     server: Netns,
     client: Netns,
+    /// The server's end of the veth pair, and the client's.
     veth: String,
+    peer: String,
     n: u32,
 }
 
@@ -65,6 +67,7 @@ impl Pair {
             server,
             client,
             veth,
+            peer,
             n,
         }
     }
@@ -571,4 +574,230 @@ fn tcp_reaches_the_kernel_beside_xdp() {
         connected,
         "no TCP connection to {metrics} through the XDP interface"
     );
+}
+
+/// The MAC address of `dev` in namespace `ns`.
+fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
+    let out = ns
+        .command("cat")
+        .arg(format!("/sys/class/net/{dev}/address"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bytes: Vec<u8> = text
+        .trim()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    bytes.try_into().expect("a MAC address")
+}
+
+/// An NTP request in an 802.1Q-tagged (VLAN 7) IPv4 frame from the client's
+/// end to the server's.
+fn tagged_request(pair: &Pair, macs: ([u8; 6], [u8; 6]), nonce: u64) -> Vec<u8> {
+    use tachyon::server::io::xdp::frame::{fold, sum16, udp_checksum};
+    let (server_mac, client_mac) = macs;
+    let source = std::net::Ipv4Addr::new(10, 201, pair.n as u8, 2);
+    let destination = std::net::Ipv4Addr::new(10, 201, pair.n as u8, 1);
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&40007u16.to_be_bytes());
+    udp.extend_from_slice(&123u16.to_be_bytes());
+    udp.extend_from_slice(&(8u16 + 48).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&request(4, nonce));
+    let checksum = udp_checksum(source.into(), destination.into(), &udp);
+    udp[6..8].copy_from_slice(&checksum.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + udp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&source.octets());
+    ip.extend_from_slice(&destination.octets());
+    let checksum = !fold(sum16(&ip, 0));
+    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&server_mac);
+    frame.extend_from_slice(&client_mac);
+    frame.extend_from_slice(&[0x81, 0x00, 0x00, 0x07, 0x08, 0x00]);
+    frame.extend(ip);
+    frame.extend(udp);
+    frame
+}
+
+/// A packet socket on `ifindex` (every protocol, VLAN tags reported), and
+/// the frames it reads until `wait` passes: (data, VLAN tag if any).
+struct PacketSocket(std::os::fd::OwnedFd);
+
+const SOL_PACKET: i32 = 263;
+const PACKET_AUXDATA: i32 = 8;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+
+impl PacketSocket {
+    fn open(ifindex: u32) -> PacketSocket {
+        use std::os::fd::FromRawFd;
+        let protocol = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2); the result is checked and owned at once.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, protocol as i32) };
+        assert!(raw >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
+        // SAFETY: raw is a fresh descriptor nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain integers; zero is valid.
+        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        address.sll_family = libc::AF_PACKET as u16;
+        address.sll_protocol = protocol;
+        address.sll_ifindex = ifindex as i32;
+        let one: i32 = 1;
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: each call passes a live value of the size given.
+        unsafe {
+            assert_eq!(
+                libc::bind(
+                    raw,
+                    (&address as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32
+                ),
+                0
+            );
+            assert_eq!(
+                libc::setsockopt(
+                    raw,
+                    SOL_PACKET,
+                    PACKET_AUXDATA,
+                    (&one as *const i32).cast(),
+                    4
+                ),
+                0
+            );
+            assert_eq!(
+                libc::setsockopt(
+                    raw,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&timeout as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32
+                ),
+                0
+            );
+        }
+        PacketSocket(fd)
+    }
+
+    fn send(&self, frame: &[u8]) {
+        // SAFETY: frame is a live buffer of the length given.
+        let n = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// The next frame and its VLAN tag (from PACKET_AUXDATA: the kernel
+    /// takes the tag out of the data of received frames).
+    fn receive(&self) -> Option<(Vec<u8>, Option<u16>)> {
+        let mut data = [0u8; 2048];
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        // SAFETY: msghdr is plain integers and pointers; zero is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: msg points at live buffers of the sizes it gives.
+        let n = unsafe { libc::recvmsg(self.0.as_raw_fd(), &mut msg, 0) };
+        if n < 0 {
+            return None;
+        }
+        // Control messages, read as bytes: cmsghdr is (len: usize, level:
+        // i32, type: i32), then the data, each aligned to 8.
+        let bytes: Vec<u8> = control.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let bytes = &bytes[..msg.msg_controllen];
+        let mut at = 0;
+        let mut tag = None;
+        while at + 16 <= bytes.len() {
+            let len = usize::from_ne_bytes(bytes[at..at + 8].try_into().unwrap());
+            let level = i32::from_ne_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+            let kind = i32::from_ne_bytes(bytes[at + 12..at + 16].try_into().unwrap());
+            if len < 16 || at + len > bytes.len() {
+                break;
+            }
+            if level == SOL_PACKET && kind == PACKET_AUXDATA && len >= 16 + 20 {
+                let aux = &bytes[at + 16..at + 36];
+                let status = u32::from_ne_bytes(aux[0..4].try_into().unwrap());
+                let tci = u16::from_ne_bytes(aux[16..18].try_into().unwrap());
+                if status & TP_STATUS_VLAN_VALID != 0 {
+                    tag = Some(tci);
+                }
+            }
+            at += (len + 7) & !7;
+        }
+        Some((data[..n as usize].to_vec(), tag))
+    }
+}
+
+/// A request in a VLAN-tagged frame, injected on the client's end, is
+/// answered by the XDP path with a tagged reply whose checksums verify.
+#[test]
+fn a_vlan_tagged_request_gets_a_tagged_reply() {
+    use tachyon::server::io::xdp::frame::{fold, parse, sum16};
+    if !xdp_testable() {
+        return;
+    }
+    let pair = Pair::new("xv");
+    let daemon = XdpDaemon::start(&pair, &config(&pair, ""));
+    let peer = pair.peer.clone();
+    let macs = (
+        mac_of(&pair.server, &pair.veth),
+        mac_of(&pair.client, &peer),
+    );
+    let nonce = 0x7a6_0000_1234;
+    let frame = tagged_request(&pair, macs, nonce);
+    let server = pair.v4(123);
+    let replies = pair.in_client(move || {
+        let ifindex = nix::net::if_::if_nametoindex(peer.as_str()).unwrap();
+        let socket = PacketSocket::open(ifindex);
+        socket.send(&frame);
+        let mut replies = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let Some((data, tag)) = socket.receive() else {
+                continue;
+            };
+            if let Ok(udp) = parse(&data) {
+                if udp.source_port == 123 && SocketAddr::new(udp.source, 123) == server {
+                    replies.push((data, tag, udp));
+                }
+            }
+        }
+        replies
+    });
+    drop(daemon);
+    assert_eq!(replies.len(), 1, "one tagged reply expected");
+    let (data, tag, udp) = &replies[0];
+    assert_eq!(
+        tag.map(|t| t & 0x0fff),
+        Some(7),
+        "the reply lost its VLAN tag"
+    );
+    assert_eq!(udp.destination_port, 40007);
+    assert_eq!(&data[0..6], &macs.1, "to the client's MAC");
+    let payload = &data[udp.payload.clone()];
+    let header = Header::parse(payload).unwrap();
+    assert_eq!(header.origin_ts.to_bits(), nonce);
+    let ip = udp.ip_offset;
+    assert_eq!(
+        fold(sum16(&data[ip..ip + 20], 0)),
+        0xffff,
+        "IPv4 header checksum"
+    );
+    let udp_bytes = &data[udp.payload.start - 8..udp.payload.end];
+    let mut pseudo = sum16(&data[ip + 12..ip + 20], 0);
+    pseudo += 17 + udp_bytes.len() as u32;
+    assert_eq!(fold(sum16(udp_bytes, pseudo)), 0xffff, "UDP checksum");
 }

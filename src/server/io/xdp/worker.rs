@@ -117,6 +117,11 @@ fn recycle(socket: &mut XskSocket, frames: &mut Frames) {
         let filled = socket.fill(&frames.free[start..]);
         frames.free.drain(start..start + filled);
     }
+    // A zero-copy driver that ran out of frames waits to be told there are
+    // more (copy mode never asks).
+    if socket.fill_needs_wakeup() {
+        socket.wake_rx();
+    }
 }
 
 /// Sleeps until frames arrive or shutdown is asked; returns whether to stop.
@@ -128,6 +133,13 @@ fn wait(socket: &XskSocket, shutdown: BorrowedFd<'_>, timeout_ms: u16) -> io::Re
     match poll(&mut fds, PollTimeout::from(timeout_ms)) {
         Ok(_) | Err(nix::errno::Errno::EINTR) => {}
         Err(e) => return Err(e.into()),
+    }
+    // The interface went away or the socket broke: stop rather than spin.
+    let broken = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
+    if fds[0].revents().is_some_and(|r| r.intersects(broken)) {
+        return Err(io::Error::other(
+            "the AF_XDP socket reports an error (was the interface removed?)",
+        ));
     }
     Ok(fds[1].revents().is_some_and(|r| !r.is_empty()))
 }

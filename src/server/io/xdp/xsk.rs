@@ -395,6 +395,24 @@ impl XskSocket {
         self.fill.needs_wakeup()
     }
 
+    /// Tells the driver the fill ring has frames again. Errors are the
+    /// same transient ones as [`XskSocket::kick`]'s, and ignored: the next
+    /// `poll` wakes it as well.
+    pub fn wake_rx(&self) {
+        // SAFETY: a zero-length, non-blocking recvfrom with no buffer or
+        // address: the kernel only looks at the rings.
+        unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
     /// Takes up to `out.len()` frames whose sending is complete; returns
     /// how many.
     pub fn complete(&mut self, out: &mut [u64]) -> usize {
