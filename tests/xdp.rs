@@ -37,17 +37,27 @@ struct Pair {
 
 impl Pair {
     fn new(tag: &str) -> Pair {
+        Pair::with_queues(tag, 1)
+    }
+
+    /// A pair whose veth ends have `queues` RX and TX queues each.
+    fn with_queues(tag: &str, queues: u32) -> Pair {
         let n = NEXT_PAIR.fetch_add(1, Ordering::Relaxed) + 1;
         let server = Netns::new(&format!("{tag}s"));
         let client = Netns::new(&format!("{tag}c"));
         let veth = format!("tx{}s{n}", std::process::id() % 10_000);
         let peer = format!("tx{}c{n}", std::process::id() % 10_000);
+        let q = queues.to_string();
         server.ip(&[
             "link",
             "add",
             &veth,
             "netns",
             &server.name,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
             "type",
             "veth",
             "peer",
@@ -55,6 +65,10 @@ impl Pair {
             &peer,
             "netns",
             &client.name,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
         ]);
         for (ns, dev, host) in [(&server, &veth, 1), (&client, &peer, 2)] {
             let v4 = format!("10.201.{n}.{host}/24");
@@ -344,6 +358,23 @@ fn real_clients_are_answered_by_the_xdp_path_and_the_rest_reaches_the_kernel() {
     // ntpdig and chronyd -Q, over each family.
     assert!(answered("ipv4") >= 3.0, "metrics:\n{body}");
     assert!(answered("ipv6") >= 2.0, "metrics:\n{body}");
+    // Worker 0 serves the kernel's sockets, worker 1 queue 0: all went to
+    // the AF_XDP worker.
+    let packets = |worker: &str| -> f64 {
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "tachyon_worker_packets_total{{worker=\"{worker}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no packet count of worker {worker}:\n{body}"))
+    };
+    assert_eq!(packets("0"), 0.0, "the socket worker got requests:\n{body}");
+    assert!(
+        packets("1") >= 5.0,
+        "the AF_XDP worker got too few:\n{body}"
+    );
     // UDP to another port, from port 123 (as an upstream's reply comes).
     let other = pair.v4(40123);
     let echo = std::thread::spawn({
@@ -800,4 +831,40 @@ fn a_vlan_tagged_request_gets_a_tagged_reply() {
     let mut pseudo = sum16(&data[ip + 12..ip + 20], 0);
     pseudo += 17 + udp_bytes.len() as u32;
     assert_eq!(fold(sum16(udp_bytes, pseudo)), 0xffff, "UDP checksum");
+}
+
+/// Two queues, two AF_XDP workers: clients spread over the veth's queues
+/// by flow are all answered, by both workers.
+#[test]
+fn two_queues_are_served_by_two_workers() {
+    if !xdp_testable() {
+        return;
+    }
+    let pair = Pair::with_queues("xq", 2);
+    let metrics = pair.v4(9125);
+    let daemon = XdpDaemon::start(&pair, &config(&pair, &format!("metrics {metrics}\n")));
+    let server = pair.v4(123);
+    let answered = pair.in_client(move || {
+        (0..200u64)
+            .filter(|i| ask(server, 0x9900 + i).is_some())
+            .count()
+    });
+    let (_, body) = pair.in_client(move || scrape_metrics(metrics));
+    let log = daemon.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(log.contains("2 queue(s)"), "{log}");
+    assert!(answered >= 198, "{answered} of 200 answered");
+    let packets = |worker: &str| -> f64 {
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "tachyon_worker_packets_total{{worker=\"{worker}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (q0, q1) = (packets("1"), packets("2"));
+    eprintln!("queue 0: {q0} requests, queue 1: {q1}");
+    assert_eq!(packets("0"), 0.0, "the socket worker got requests");
+    assert!(q0 >= 10.0 && q1 >= 10.0, "queue 0 got {q0}, queue 1 {q1}");
 }
