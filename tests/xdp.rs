@@ -591,20 +591,41 @@ fn receive_stamps_agree_with_the_kernels() {
 }
 
 #[test]
-fn tcp_reaches_the_kernel_beside_xdp() {
+fn tcp_and_jumbo_frames_reach_the_kernel_beside_xdp() {
     if !xdp_testable() {
         return;
     }
     let pair = Pair::new("xc");
+    // Jumbo frames: a datagram of 3,000 bytes travels whole, in one frame
+    // longer than the program redirects.
+    for (ns, dev) in [(&pair.server, &pair.veth), (&pair.client, &pair.peer)] {
+        ns.ip(&["-n", &ns.name, "link", "set", dev, "mtu", "9000"]);
+    }
     let metrics = pair.v4(9124);
     let daemon = XdpDaemon::start(&pair, &config(&pair, &format!("metrics {metrics}\n")));
     let connected = pair
         .in_client(move || TcpStream::connect_timeout(&metrics, Duration::from_secs(3)).is_ok());
-    drop(daemon);
     assert!(
         connected,
         "no TCP connection to {metrics} through the XDP interface"
     );
+    let server = pair.v4(123);
+    pair.in_client(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let mut big = vec![0u8; 3000];
+        big[..48].copy_from_slice(&request(4, 0xb16));
+        socket.send_to(&big, server).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, body) = pair.in_client(move || scrape_metrics(metrics));
+    let log = daemon.stop_with(nix::sys::signal::Signal::SIGTERM);
+    // Worker 0 serves the kernel's sockets: it got the jumbo datagram
+    // (and counted it oversized: more than its receive buffer).
+    assert!(
+        body.contains("tachyon_worker_packets_total{worker=\"0\"} 1"),
+        "the jumbo frame did not reach the socket worker:\n{body}"
+    );
+    assert_eq!(summary_count(&log, "oversized"), 1, "{log}");
 }
 
 /// The MAC address of `dev` in namespace `ns`.

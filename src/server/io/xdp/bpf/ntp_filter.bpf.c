@@ -10,7 +10,8 @@
 // served one (or any, for a wildcard listen address). Everything else is
 // XDP_PASS: ARP, ICMP, TCP, other UDP ports (the sync thread's upstream
 // replies come *from* port 123 to an ephemeral port), fragments, IPv6
-// extension headers, the metrics and control endpoints.
+// extension headers, frames longer than 1,536 bytes, the metrics and control
+// endpoints.
 //
 // A redirected frame carries, in the XDP metadata area just before it, the
 // CLOCK_TAI time the program saw it (struct rx_meta): the receive timestamp,
@@ -29,6 +30,10 @@
 #define MAX_QUEUES 256
 // Served addresses per family.
 #define MAX_ADDRESSES 64
+// Longer frames are left to the kernel: a socket's 2 KiB frame holds at
+// most 1,792 bytes after the kernel's headroom, and no NTP request needs
+// more than a standard Ethernet frame.
+#define MAX_FRAME 1536
 // Marks metadata written by this program ("NTPX").
 #define RX_META_MAGIC 0x4e545058
 
@@ -161,7 +166,7 @@ int tachyon_ntp(struct xdp_md *ctx)
 		return XDP_PASS;
 
 	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end)
+	if ((void *)(eth + 1) > end || end - data > MAX_FRAME)
 		return XDP_PASS;
 	void *next = eth + 1;
 	__be16 ethertype = eth->h_proto;
