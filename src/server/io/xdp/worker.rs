@@ -113,9 +113,7 @@ fn recycle(socket: &mut XskSocket, frames: &mut Frames) {
         .free
         .extend(frames.completed[..n].iter().map(|a| chunk_of(*a)));
     if !frames.free.is_empty() {
-        let start = frames.free.len().saturating_sub(RING_SIZE as usize);
-        let filled = socket.fill(&frames.free[start..]);
-        frames.free.drain(start..start + filled);
+        socket.fill_from(&mut frames.free);
     }
     // A zero-copy driver that ran out of frames waits to be told there are
     // more (copy mode never asks).

@@ -378,15 +378,18 @@ impl XskSocket {
         self.fd.as_fd()
     }
 
-    /// Hands `addresses` (frame starts) to the kernel to receive into; returns
-    /// how many went (the fill ring may be fuller than that).
-    pub fn fill(&mut self, addresses: &[u64]) -> usize {
-        let n = self.fill.free(addresses.len() as u32);
-        for (i, address) in addresses[..n as usize].iter().enumerate() {
+    /// Hands frames from the end of `free` (frame starts) to the kernel to
+    /// receive into, as many as the fill ring has room for, and removes
+    /// them from `free`; returns how many went.
+    pub fn fill_from(&mut self, free: &mut Vec<u64>) -> usize {
+        let n = self.fill.free(free.len().min(u32::MAX as usize) as u32) as usize;
+        let start = free.len() - n;
+        for (i, address) in free[start..].iter().enumerate() {
             self.fill.write(i as u32, *address);
         }
-        self.fill.submit(n);
-        n as usize
+        self.fill.submit(n as u32);
+        free.truncate(start);
+        n
     }
 
     /// Whether the kernel waits for a syscall to use the fill ring again
