@@ -415,13 +415,18 @@ fn the_hostile_corpus_gets_no_wrong_answer_through_xdp() {
     let daemon = XdpDaemon::start(&pair, &config(&pair, ""));
     let server = pair.v4(123);
     let kernel_before = pair.kernel_udp_in();
+    let datagrams: Vec<_> = corpus(&mut Rng(0x5eed_0000_0000_0d9d))
+        .into_iter()
+        // Larger than the MTU: IP fragments, which are the kernel's
+        // (tests/malformed.rs covers them on the socket path).
+        .filter(|(d, _)| d.len() <= 1400)
+        .collect();
+    // The program leaves mode 6 (control queries) to the kernel's sockets.
+    let mode_6 = datagrams
+        .iter()
+        .filter(|(d, _)| d.first().is_some_and(|b| b & 7 == 6))
+        .count() as u64;
     let (answered, must_answer, replies) = pair.in_client(move || {
-        let datagrams: Vec<_> = corpus(&mut Rng(0x5eed_0000_0000_0d9d))
-            .into_iter()
-            // Larger than the MTU: IP fragments, which are the kernel's
-            // (tests/malformed.rs covers them on the socket path).
-            .filter(|(d, _)| d.len() <= 1400)
-            .collect();
         let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
         send_and_check(&socket, server, &datagrams, "xdp")
     });
@@ -432,9 +437,9 @@ fn the_hostile_corpus_gets_no_wrong_answer_through_xdp() {
     let kernel = pair.kernel_udp_in() - kernel_before;
     let log = daemon.stop_with(nix::sys::signal::Signal::SIGTERM);
     assert!(summary_count(&log, "malformed") >= 200, "{log}");
-    assert!(
-        kernel < 5,
-        "{kernel} datagrams went to the kernel's sockets"
+    assert_eq!(
+        kernel, mode_6,
+        "datagrams that went to the kernel's sockets, against the mode 6 ones sent"
     );
     eprintln!("xdp: {replies} replies, {answered} of {must_answer} valid requests answered");
 }
@@ -591,7 +596,7 @@ fn receive_stamps_agree_with_the_kernels() {
 }
 
 #[test]
-fn tcp_and_jumbo_frames_reach_the_kernel_beside_xdp() {
+fn tcp_jumbo_frames_and_mode_6_reach_the_kernel_beside_xdp() {
     if !xdp_testable() {
         return;
     }
@@ -615,15 +620,20 @@ fn tcp_and_jumbo_frames_reach_the_kernel_beside_xdp() {
         let mut big = vec![0u8; 3000];
         big[..48].copy_from_slice(&request(4, 0xb16));
         socket.send_to(&big, server).unwrap();
+        // An ntpq query (mode 6, READSTAT): the kernel's sockets answer those.
+        socket
+            .send_to(&[0x16, 0x01, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], server)
+            .unwrap();
     });
     std::thread::sleep(Duration::from_millis(200));
     let (_, body) = pair.in_client(move || scrape_metrics(metrics));
     let log = daemon.stop_with(nix::sys::signal::Signal::SIGTERM);
     // Worker 0 serves the kernel's sockets: it got the jumbo datagram
-    // (and counted it oversized: more than its receive buffer).
+    // (and counted it oversized: more than its receive buffer) and the
+    // mode 6 query.
     assert!(
-        body.contains("tachyon_worker_packets_total{worker=\"0\"} 1"),
-        "the jumbo frame did not reach the socket worker:\n{body}"
+        body.contains("tachyon_worker_packets_total{worker=\"0\"} 2"),
+        "the jumbo frame and the mode 6 query did not reach the socket worker:\n{body}"
     );
     assert_eq!(summary_count(&log, "oversized"), 1, "{log}");
 }

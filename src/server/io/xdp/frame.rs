@@ -204,7 +204,8 @@ pub fn is_unicast(frame: &[u8], request: &UdpFrame) -> bool {
 /// Turns the request `frame` (as [`parse`] found it) into its reply, whose
 /// UDP payload of `reply_len` bytes is already at `request.payload.start`:
 /// swaps the MAC addresses, the IP addresses and the ports, writes the
-/// lengths, the hop limit, the IPv4 header checksum and the UDP checksum.
+/// lengths, the hop limit, a zero DSCP/ECN (traffic class and flow label on
+/// IPv6), the IPv4 header checksum and the UDP checksum.
 /// Returns the reply frame's length, which is never more than the request's:
 /// `reply_len` is cut to the request's payload (0, nothing to send, for a
 /// `request` whose addresses are of two families, which `parse` never gives).
@@ -218,6 +219,9 @@ pub fn write_reply(frame: &mut [u8], request: &UdpFrame, reply_len: usize) -> us
     let udp_len = UDP_HEADER + reply_len;
     match (request.source, request.destination) {
         (IpAddr::V4(client), IpAddr::V4(server)) => {
+            // DSCP and ECN of our own, as a socket's: a congestion mark on
+            // the request is not the reply's.
+            frame[ip + 1] = 0;
             put16(frame, ip + 2, (IPV4_HEADER + udp_len) as u16);
             put16(frame, ip + 4, 0); // identification: unused with DF
             put16(frame, ip + 6, IPV4_DF);
@@ -229,6 +233,8 @@ pub fn write_reply(frame: &mut [u8], request: &UdpFrame, reply_len: usize) -> us
             put16(frame, ip + 10, checksum);
         }
         (IpAddr::V6(client), IpAddr::V6(server)) => {
+            // Version 6, traffic class and flow label 0, as a socket's.
+            frame[ip..ip + 4].copy_from_slice(&[0x60, 0, 0, 0]);
             put16(frame, ip + 4, udp_len as u16);
             frame[ip + 7] = REPLY_HOP_LIMIT;
             frame[ip + 8..ip + 24].copy_from_slice(&server.octets());
@@ -445,6 +451,31 @@ mod tests {
         assert_eq!(len, 18 + 40 + 8 + 52);
         assert_eq!(&f[12..16], &[0x81, 0x00, 0x00, 0x07], "the tag stays");
         verify_reply(&f[..len], &request);
+    }
+
+    #[test]
+    fn a_congestion_mark_is_not_echoed() {
+        let mut f = request_frame(v4("10.0.0.2"), v4("10.0.0.1"), (1, 123), false, &[0; 48], 0);
+        f[14 + 1] = 0xb8 | 0x03; // EF, CE
+        f[14 + 10..14 + 12].fill(0);
+        let c = !fold(sum16(&f[14..34], 0));
+        f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+        let request = parse(&f).unwrap();
+        let len = write_reply(&mut f, &request, 48);
+        assert_eq!(f[14 + 1], 0);
+        verify_reply(&f[..len], &request);
+        let mut f = request_frame(
+            v4("2001:db8::2"),
+            v4("2001:db8::1"),
+            (1, 123),
+            false,
+            &[0; 48],
+            0,
+        );
+        f[14..18].copy_from_slice(&[0x6b, 0x8f, 0x12, 0x34]);
+        let request = parse(&f).unwrap();
+        write_reply(&mut f, &request, 48);
+        assert_eq!(&f[14..18], &[0x60, 0, 0, 0]);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 // served one (or any, for a wildcard listen address). Everything else is
 // XDP_PASS: ARP, ICMP, TCP, other UDP ports (the sync thread's upstream
 // replies come *from* port 123 to an ephemeral port), fragments, IPv6
-// extension headers, frames longer than 1,536 bytes, the metrics and control
-// endpoints.
+// extension headers, frames longer than 1,536 bytes, NTP mode 6 (control
+// queries), the metrics and control endpoints.
 //
 // A redirected frame carries, in the XDP metadata area just before it, the
 // CLOCK_TAI time the program saw it (struct rx_meta): the receive timestamp,
@@ -190,6 +190,11 @@ int tachyon_ntp(struct xdp_md *ctx)
 	}
 	struct udp_header *udp = udp_start;
 	if ((void *)(udp + 1) > end || udp->destination != cfg->port)
+		return XDP_PASS;
+	// Mode 6 (ntpq's control queries) is answered on the kernel's sockets:
+	// rare, several datagrams long, never built in place.
+	__u8 *first = (void *)(udp + 1);
+	if ((void *)(first + 1) <= end && (*first & 7) == 6)
 		return XDP_PASS;
 
 	// The receive timestamp, in the metadata area. A driver without
