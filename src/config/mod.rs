@@ -48,7 +48,7 @@ mod tests;
 pub use model::{
     ClockChoice, Config, ConfigError, ConfigFormat, ConfigWarning, Dialect, IoChoice, MakeStep,
     RateLimitParams, XdpConfig, DEFAULT_RCVBUF, MAX_FILE_BYTES, MAX_LINE_BYTES, RCVBUF_RANGE,
-    XDP_MAX_QUEUES,
+    XDP_DEFAULT_COALESCE_US, XDP_MAX_COALESCE_US, XDP_MAX_QUEUES,
 };
 pub use restrict::{Family, RestrictFlags, RestrictRule, RestrictTarget};
 pub use upstream::{ServerConfig, SourceKind};

@@ -205,7 +205,8 @@ impl FromStr for IoChoice {
     }
 }
 
-/// `io xdp IFACE [queues N] [mode native|generic|auto] [zerocopy on|off|auto]`.
+/// `io xdp IFACE [queues N] [mode native|generic|auto] [zerocopy on|off|auto]
+/// [coalesce USEC]`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct XdpConfig {
     /// The interface the XDP program is attached to.
@@ -220,7 +221,16 @@ pub struct XdpConfig {
     /// Zero-copy sockets: `Some(true)` required, `Some(false)` never (copy
     /// mode), `None` where the driver supports it.
     pub zerocopy: Option<bool>,
+    /// `coalesce USEC`: under load, a worker waits this long after a batch
+    /// so that the next one is larger (fewer wake-ups); `None`:
+    /// [`XDP_DEFAULT_COALESCE_US`].
+    pub coalesce_us: Option<u32>,
 }
+
+/// The default of `io xdp ... coalesce USEC`.
+pub const XDP_DEFAULT_COALESCE_US: u32 = 20;
+/// The most `coalesce` takes.
+pub const XDP_MAX_COALESCE_US: u32 = 1000;
 
 /// The most queues `io xdp` serves (the XDP program's socket map size).
 pub const XDP_MAX_QUEUES: u32 = 256;
@@ -241,7 +251,11 @@ impl fmt::Display for XdpConfig {
             " mode {} zerocopy {}",
             word(self.native, "native", "generic"),
             word(self.zerocopy, "on", "off")
-        )
+        )?;
+        if let Some(us) = self.coalesce_us {
+            write!(f, " coalesce {us}")?;
+        }
+        Ok(())
     }
 }
 

@@ -3,7 +3,9 @@
 
 use super::addr;
 use super::builder::{At, Builder};
-use super::model::{ClockChoice, IoChoice, XdpConfig, RCVBUF_RANGE, XDP_MAX_QUEUES};
+use super::model::{
+    ClockChoice, IoChoice, XdpConfig, RCVBUF_RANGE, XDP_MAX_COALESCE_US, XDP_MAX_QUEUES,
+};
 use super::words::{exactly_one, parse_size, quoted};
 
 /// `listen ADDRESS[:PORT]`.
@@ -51,7 +53,8 @@ pub(super) fn io(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), Stri
 
 /// The arguments of `io xdp`: the interface, then options in any order.
 fn xdp(args: &[&str]) -> Result<XdpConfig, String> {
-    const USAGE: &str = "io xdp IFACE [queues N] [mode native|generic|auto] [zerocopy on|off|auto]";
+    const USAGE: &str =
+        "io xdp IFACE [queues N] [mode native|generic|auto] [zerocopy on|off|auto] [coalesce USEC]";
     let Some((interface, mut rest)) = args.split_first() else {
         return Err(format!("io xdp: expected an interface name ({USAGE})"));
     };
@@ -71,6 +74,7 @@ fn xdp(args: &[&str]) -> Result<XdpConfig, String> {
         queues: None,
         native: None,
         zerocopy: None,
+        coalesce_us: None,
     };
     while let [option, value, tail @ ..] = rest {
         let bad = || format!("io xdp: {option} {} is not valid ({USAGE})", quoted(value));
@@ -86,6 +90,15 @@ fn xdp(args: &[&str]) -> Result<XdpConfig, String> {
             }
             "mode" => config.native = tri_state(value, "native", "generic").ok_or_else(bad)?,
             "zerocopy" => config.zerocopy = tri_state(value, "on", "off").ok_or_else(bad)?,
+            "coalesce" => {
+                let us = value.parse::<u32>().map_err(|_| bad())?;
+                if us > XDP_MAX_COALESCE_US {
+                    return Err(format!(
+                        "io xdp: coalesce takes 0..={XDP_MAX_COALESCE_US} (microseconds), got {us}"
+                    ));
+                }
+                config.coalesce_us = Some(us);
+            }
             _ => {
                 return Err(format!(
                     "io xdp: unknown option {} ({USAGE})",

@@ -315,6 +315,11 @@ fn io_xdp_takes_an_interface_and_options() {
         .warnings
         .iter()
         .any(|w| w.message.contains("`workers` is not used")));
+    assert_eq!(xdp("io xdp eth0 coalesce 0").coalesce_us, Some(0));
+    assert_eq!(
+        format!("io {}", IoChoice::Xdp(xdp("io xdp eth0 coalesce 50"))),
+        "io xdp eth0 mode auto zerocopy auto coalesce 50"
+    );
     let generic = xdp("io xdp veth1 zerocopy auto mode generic");
     assert_eq!((generic.native, generic.zerocopy), (Some(false), None));
     for (line, needle) in [
@@ -324,6 +329,11 @@ fn io_xdp_takes_an_interface_and_options() {
         ("io xdp eth0 mode fast", "mode \"fast\" is not valid"),
         ("io xdp eth0 zerocopy", "needs a value"),
         ("io xdp eth0 colour blue", "unknown option"),
+        ("io xdp eth0 coalesce 5000", "coalesce takes 0..=1000"),
+        (
+            "io xdp eth0 coalesce soon",
+            "coalesce \"soon\" is not valid",
+        ),
         ("io xdp a/b", "not an interface name"),
         ("io xdp sixteen-chars-ab", "not an interface name"),
     ] {

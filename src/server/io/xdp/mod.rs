@@ -30,7 +30,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::config::XdpConfig;
+use crate::config::{XdpConfig, XDP_DEFAULT_COALESCE_US};
 use crate::server::access::SharedAccess;
 use crate::server::responder::Responder;
 use crate::server::stats::WorkerStats;
@@ -49,6 +49,7 @@ pub struct BoundXdp {
     attached: Arc<Mutex<Attached>>,
     sockets: Vec<(u32, XskSocket)>,
     served: Arc<Served>,
+    coalesce: worker::Coalesce,
     /// For the log: interface, queues, mode, copy or zero-copy.
     pub description: String,
 }
@@ -135,14 +136,16 @@ impl BoundXdp {
             Some(Copy::ZeroCopy) => "zero-copy",
             _ => "copy mode",
         };
+        let coalesce_us = config.coalesce_us.unwrap_or(XDP_DEFAULT_COALESCE_US);
         let description = format!(
-            "AF_XDP on {interface}: {queues} queue(s), {} XDP, {copy}",
+            "AF_XDP on {interface}: {queues} queue(s), {} XDP, {copy}, coalescing {coalesce_us} µs",
             attached.mode
         );
         Ok(BoundXdp {
             attached: Arc::new(Mutex::new(attached)),
             sockets,
             served: Arc::new(served),
+            coalesce: worker::Coalesce::new(coalesce_us),
             description,
         })
     }
@@ -171,6 +174,7 @@ impl BoundXdp {
             let wake: OwnedFd = shutdown.try_clone_to_owned()?;
             let served = self.served.clone();
             let attached = self.attached.clone();
+            let coalesce = self.coalesce;
             let handle = std::thread::Builder::new()
                 .name(format!("tachyon-x{queue}"))
                 .spawn(move || {
@@ -180,7 +184,8 @@ impl BoundXdp {
                             log::warn!("worker {index}: could not pin to core {}", core.id);
                         }
                     }
-                    let result = worker::run(socket, &served, &mut responder, wake.as_fd());
+                    let result =
+                        worker::run(socket, &served, &mut responder, wake.as_fd(), coalesce);
                     if let Err(e) = &result {
                         log::error!("worker {index} (queue {queue}) stopped: {e}");
                     }

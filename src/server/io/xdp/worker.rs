@@ -57,12 +57,44 @@ struct Frames {
     seen: SocketStats,
 }
 
+/// Software interrupt coalescing: under load, after a batch that did not
+/// fill [`BATCH`], the worker sleeps a little instead of going back to
+/// `poll`, so that the frames arriving meanwhile come as one batch, with no
+/// wake-up each (a wake-up is an inter-processor interrupt from the core
+/// that ran the XDP program, then a context switch). "Under load" is the
+/// previous batch having ended less than `busy_gap` before: at low rates
+/// no request waits for it.
+#[derive(Clone, Copy, Debug)]
+pub struct Coalesce {
+    wait: Duration,
+    busy_gap_ns: i64,
+}
+
+impl Coalesce {
+    /// Waits of `us` microseconds (0: never), when batches come less than
+    /// the longer of 100 µs and twice that apart.
+    pub fn new(us: u32) -> Coalesce {
+        let wait = Duration::from_micros(us as u64);
+        Coalesce {
+            wait,
+            busy_gap_ns: (wait.as_nanos() as i64 * 2).max(100_000),
+        }
+    }
+
+    /// Whether to wait after a batch of `n` frames that ended at `end_ns`,
+    /// the one before having ended at `previous_end_ns`.
+    fn after(&self, n: usize, end_ns: i64, previous_end_ns: i64) -> bool {
+        !self.wait.is_zero() && n < BATCH && end_ns - previous_end_ns < self.busy_gap_ns
+    }
+}
+
 /// Serves `socket` until `shutdown` becomes readable.
 pub fn run(
     mut socket: XskSocket,
     served: &Served,
     responder: &mut Responder,
     shutdown: BorrowedFd<'_>,
+    coalesce: Coalesce,
 ) -> io::Result<()> {
     let mut frames = Frames {
         free: XskSocket::all_frames().collect(),
@@ -76,6 +108,11 @@ pub fn run(
     let mut departure = DepartureClock::default();
     let mut busy_batches = 0u32;
     let mut stats_due = Instant::now() + STATS_INTERVAL;
+    if !coalesce.wait.is_zero() {
+        // Sleeps of a few µs, not the default 50 µs of timer slack.
+        let _ = nix::sys::prctl::set_timerslack(1_000);
+    }
+    let mut last_batch_end = i64::MIN / 2;
     loop {
         recycle(&mut socket, &mut frames);
         let n = socket.receive(&mut frames.received);
@@ -90,6 +127,11 @@ pub fn run(
         } else {
             serve_batch(&mut socket, served, responder, &mut frames, n, &mut tai);
             send(&mut socket, responder, &mut frames, &mut departure);
+            let end = system_unix_ns();
+            if coalesce.after(n, end, last_batch_end) {
+                std::thread::sleep(coalesce.wait);
+            }
+            last_batch_end = end;
             busy_batches += 1;
             if busy_batches >= SHUTDOWN_CHECK_BATCHES {
                 busy_batches = 0;
@@ -287,4 +329,23 @@ fn count_kernel_drops(socket: &XskSocket, responder: &Responder, seen: &mut Sock
         (now.rx_dropped + now.rx_ring_full).saturating_sub(seen.rx_dropped + seen.rx_ring_full);
     responder.stats().socket_drops.add(dropped);
     *seen = now;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalescing_waits_only_under_load() {
+        let c = Coalesce::new(20);
+        let t = 1_000_000_000;
+        assert!(c.after(3, t, t - 50_000), "batches 50 µs apart: under load");
+        assert!(!c.after(3, t, t - 500_000), "500 µs apart: idle enough");
+        assert!(!c.after(BATCH, t, t - 1_000), "a full batch: go on at once");
+        assert!(
+            !Coalesce::new(0).after(1, t, t - 1_000),
+            "coalesce 0: never"
+        );
+        assert_eq!(Coalesce::new(300).busy_gap_ns, 600_000);
+    }
 }
