@@ -540,6 +540,9 @@ impl Chrony {
         }
         self.listen_addresses();
         self.leap_seconds();
+        // chronyd answers no mode 6 (ntpq) queries at all; neither does a
+        // tachyond on a chrony.conf, so none of its rules allow them.
+        allowed.insert(RestrictFlags::NOQUERY);
         self.b.config.restrict = self.access.rules(allowed);
         if !self.access.any_allow {
             self.b.warn_file(
