@@ -4,6 +4,7 @@
 //! can be tested deterministically.
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod ext;
 pub mod packet;
 pub mod reply;

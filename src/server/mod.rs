@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod io;
+pub mod queries;
 pub mod responder;
 pub mod stats;
 
@@ -50,6 +51,8 @@ pub struct ServerOptions {
     pub pin: bool,
     /// SO_RCVBUF asked for each listening socket.
     pub rcvbuf: usize,
+    /// What mode 6 queries read; none: they are refused.
+    pub queries: Option<Arc<dyn queries::ControlQueries>>,
 }
 
 /// Running workers.
@@ -125,7 +128,8 @@ impl BoundServer {
         for (index, sockets) in per_worker.into_iter().enumerate() {
             let stats = Arc::new(WorkerStats::default());
             all_stats.push(stats.clone());
-            let mut responder = Responder::new(state.clone(), options.access.clone(), stats);
+            let mut responder = Responder::new(state.clone(), options.access.clone(), stats)
+                .with_queries(options.queries.clone());
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let wake: OwnedFd = shutdown.as_fd().try_clone_to_owned()?;
             let backend = options.backend;

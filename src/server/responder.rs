@@ -6,10 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::clock::system_unix_ns;
+use crate::config::RestrictFlags;
+use crate::proto::control::parse_control_request;
 use crate::proto::reply::set_transmit;
 use crate::proto::{parse_client_request, respond, ReplyAction};
 use crate::server::access::ratelimit::LeakRng;
+use crate::server::access::ratelimit::Verdict;
 use crate::server::access::{decide_access, AccessControl, SharedAccess};
+use crate::server::queries::{self, ControlQueries};
 use crate::server::stats::{Outcome, WorkerStats};
 use crate::state::{ServerState, StateReader};
 
@@ -25,6 +29,8 @@ pub struct Responder {
     stats: Arc<WorkerStats>,
     snapshot: ServerState,
     batch_started: std::time::Instant,
+    /// What mode 6 queries read; none: they are refused.
+    queries: Option<Arc<dyn ControlQueries>>,
 }
 
 impl Responder {
@@ -46,7 +52,14 @@ impl Responder {
             stats,
             snapshot,
             batch_started: std::time::Instant::now(),
+            queries: None,
         }
+    }
+
+    /// Answers mode 6 queries from `queries` (where `restrict` allows them).
+    pub fn with_queries(mut self, queries: Option<Arc<dyn ControlQueries>>) -> Self {
+        self.queries = queries;
+        self
     }
 
     pub fn stats(&self) -> &WorkerStats {
@@ -134,6 +147,51 @@ impl Responder {
         stats.count(ipv6, first_byte, outcome);
         stats.bytes_out.add(len as u64);
         Some(Reply { len, rx_ns, kind })
+    }
+
+    /// Handles a mode 6 query (ntpq): the datagrams of the answer, none when
+    /// it is malformed, from an address `restrict ... noquery` (or
+    /// `ignore`) covers, or over the rate limit of a `limited` one. Not the
+    /// hot path: answers are built on the heap and sent as they come.
+    pub fn handle_query(&mut self, request: &[u8], peer: SocketAddr, rx_ns: i64) -> Vec<Vec<u8>> {
+        let stats = &*self.stats;
+        stats.bytes_in.add(request.len() as u64);
+        let ipv6 = peer.is_ipv6();
+        let first_byte = request.first().copied().unwrap_or(0);
+        let req = match parse_control_request(request) {
+            Ok(req) => req,
+            Err(reason) => {
+                stats.count(ipv6, first_byte, Outcome::from_drop(reason));
+                return Vec::new();
+            }
+        };
+        // Where no rule says anything, only the host itself may ask: an
+        // answer is many times its query, and must never be an amplifier
+        // for whoever forges a source address.
+        let rule = self.access.restrict.rule_for(peer.ip());
+        let flags = rule.unwrap_or_default();
+        let unlisted = rule.is_none() && !peer.ip().to_canonical().is_loopback();
+        let refused = if flags.contains(RestrictFlags::IGNORE) {
+            Some(Outcome::Denied)
+        } else if flags.contains(RestrictFlags::NOQUERY) || unlisted || self.queries.is_none() {
+            Some(Outcome::QueryRefused)
+        } else if flags.contains(RestrictFlags::LIMITED)
+            && self.access.limiter.check(peer.ip(), rx_ns, false) != Verdict::Allow
+        {
+            Some(Outcome::RateLimited)
+        } else {
+            None
+        };
+        let (Some(queries), None) = (&self.queries, refused) else {
+            stats.count(ipv6, first_byte, refused.unwrap_or(Outcome::QueryRefused));
+            return Vec::new();
+        };
+        let answer = queries::answer(&req, queries.as_ref());
+        stats.count(ipv6, first_byte, Outcome::Query);
+        stats
+            .bytes_out
+            .add(answer.iter().map(|d| d.len() as u64).sum());
+        answer
     }
 
     /// Writes the transmit timestamp of a reply built by [`Responder::handle`]

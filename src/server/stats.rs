@@ -25,11 +25,15 @@ pub enum Outcome {
     Overload,
     /// Sent to a broadcast or multicast address: not answered.
     NotUnicast,
+    /// A mode 6 query (ntpq) answered.
+    Query,
+    /// A mode 6 query from an address `restrict ... noquery` covers.
+    QueryRefused,
     /// A caller bug (reply buffer too small); should stay 0.
     Internal,
 }
 
-pub const OUTCOMES: [Outcome; 12] = [
+pub const OUTCOMES: [Outcome; 14] = [
     Outcome::Answered,
     Outcome::Kod,
     Outcome::RateLimited,
@@ -41,6 +45,8 @@ pub const OUTCOMES: [Outcome; 12] = [
     Outcome::Truncated,
     Outcome::Overload,
     Outcome::NotUnicast,
+    Outcome::Query,
+    Outcome::QueryRefused,
     Outcome::Internal,
 ];
 
@@ -59,6 +65,8 @@ impl Outcome {
             Outcome::Truncated => "oversized",
             Outcome::Overload => "overload",
             Outcome::NotUnicast => "not_unicast",
+            Outcome::Query => "query",
+            Outcome::QueryRefused => "query_refused",
             Outcome::Internal => "internal_error",
         }
     }

@@ -397,7 +397,8 @@ impl Upstreams {
             system: self.engine.system_info(),
             correction: self.clock.correction(),
         });
-        self.board.post(self.engine.sources(now));
+        self.board
+            .post(self.engine.sources(now), self.engine.status(now));
         if self.engine.is_synchronized() {
             self.write_driftfile(now, false);
         }

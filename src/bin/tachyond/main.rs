@@ -21,10 +21,12 @@ use tachyon::clock::system::SystemClock;
 use tachyon::config::{ClockChoice, Config, ConfigFormat};
 use tachyon::control::{default_socket_path, ControlServer};
 use tachyon::metrics::http::MetricsServer;
+use tachyon::observe::queries::QueryView;
 use tachyon::observe::Observed;
 use tachyon::server::access::ratelimit::RateLimiter;
 use tachyon::server::access::restrict::RestrictTable;
 use tachyon::server::access::{AccessControl, SharedAccess};
+use tachyon::server::queries::ControlQueries;
 use tachyon::server::{choose_backend, stats, ServerOptions};
 use tachyon::state::{shared_state, ServerState};
 use tachyon::sync::driftfile::{DriftFormat, Driftfile};
@@ -178,6 +180,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    let board = SourceBoard::default();
+    let queries: Arc<dyn ControlQueries> = Arc::new(QueryView {
+        state: reader.clone(),
+        sources: board.clone(),
+        local: config.local_stratum.is_some(),
+    });
     let options = |listen: Vec<SocketAddr>| ServerOptions {
         listen,
         workers,
@@ -185,6 +193,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         access: access.clone(),
         pin: true,
         rcvbuf: config.rcvbuf,
+        queries: Some(queries.clone()),
     };
     let bound = startup::bind_listeners(&config, args.config.is_none(), options)?;
     let control_path = args
@@ -198,7 +207,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
         startup::check_driftfile_directory(&config);
     }
     let server = bound.spawn(reader.clone())?;
-    let board = SourceBoard::default();
     let sync = start_sync(&config, clock_mode, precision, publisher, board.clone())?;
     let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     log::info!(

@@ -1,9 +1,16 @@
 //! From a received datagram to an addressed reply: the receive side every
 //! backend shares.
 
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
+
 use super::cmsg::{parse_control, parse_sockaddr};
 use super::sockets::ListenSocket;
 use super::transmit::TxSlot;
+use crate::clock::system_unix_ns;
+use crate::proto::control::is_control;
 
 use crate::server::responder::Responder;
 use crate::server::stats::{Outcome, SocketDrops};
@@ -47,6 +54,16 @@ pub fn serve_datagram(
         responder.count_unhandled(peer, first_byte, outcome);
         return false;
     }
+    if is_control(datagram.payload) {
+        let rx_ns = meta.timestamp_ns.unwrap_or_else(system_unix_ns);
+        for fragment in responder.handle_query(datagram.payload, peer, rx_ns) {
+            let source = if socket.wildcard { meta.local } else { None };
+            if send_direct(socket, peer, source, &fragment).is_err() {
+                responder.stats().send_errors.bump();
+            }
+        }
+        return false;
+    }
     let Some(slot) = slot else {
         responder.count_unhandled(peer, first_byte, Outcome::Overload);
         return false;
@@ -58,4 +75,48 @@ pub fn serve_datagram(
     let source = if socket.wildcard { meta.local } else { None };
     slot.address(reply, &peer, source);
     true
+}
+
+/// Sends one datagram at once, outside the batched reply path (mode 6
+/// answers: rare, and several datagrams long), from `source` on wildcard
+/// sockets as replies are.
+fn send_direct(
+    socket: &ListenSocket,
+    peer: SocketAddr,
+    source: Option<(IpAddr, u32)>,
+    data: &[u8],
+) -> nix::Result<usize> {
+    let iov = [std::io::IoSlice::new(data)];
+    let to = SockaddrStorage::from(peer);
+    let v4;
+    let v6;
+    let control: Vec<ControlMessage<'_>> = match source {
+        Some((IpAddr::V4(ip), _)) => {
+            v4 = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(ip.octets()),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            vec![ControlMessage::Ipv4PacketInfo(&v4)]
+        }
+        Some((IpAddr::V6(ip), ifindex)) => {
+            v6 = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: ip.octets(),
+                },
+                ipi6_ifindex: ifindex,
+            };
+            vec![ControlMessage::Ipv6PacketInfo(&v6)]
+        }
+        None => Vec::new(),
+    };
+    sendmsg(
+        socket.socket.as_raw_fd(),
+        &iov,
+        &control,
+        MsgFlags::MSG_DONTWAIT,
+        Some(&to),
+    )
 }

@@ -1,6 +1,9 @@
 //! What the daemon shows of itself: one view of its workers, its state, its
 //! access rules and its sources, read by the control socket (tachyonctl) and
-//! the metrics endpoint (Prometheus), each formatting it its own way.
+//! the metrics endpoint (Prometheus), each formatting it its own way; and
+//! the answers to mode 6 queries (`queries`).
+
+pub mod queries;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
