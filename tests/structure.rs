@@ -19,6 +19,7 @@ const LAYERS: &[&str] = &[
     "observe",
     "control",
     "metrics",
+    "manual",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

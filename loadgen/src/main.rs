@@ -38,6 +38,12 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
+    // The package build's manual page, ntp-blast(1).
+    if std::env::args().nth(1).as_deref() == Some("--generate-man") {
+        let command = <Args as clap::CommandFactory>::command();
+        print!("{}", tachyon::manual::command_page(command, "1"));
+        return ExitCode::SUCCESS;
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(code) => code,

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tachyon::control::{default_socket_path, request, SourceRow, Stats, Status};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Show what tachyond is doing")]
+#[command(name = "tachyonctl", version, about = "Show what tachyond is doing")]
 struct Args {
     /// tachyond's control socket, as given to tachyond's --control-socket
     /// [default: as tachyond chooses it].
@@ -33,6 +33,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The package build's manual page, tachyonctl(8).
+    if std::env::args().nth(1).as_deref() == Some("--generate-man") {
+        let command = <Args as clap::CommandFactory>::command();
+        print!("{}", tachyon::manual::command_page(command, "8"));
+        return ExitCode::SUCCESS;
+    }
     let args = Args::parse();
     let path = args.control_socket.unwrap_or_else(default_socket_path);
     let command = match args.command {

@@ -36,6 +36,7 @@ mod loader;
 mod model;
 mod ntp;
 mod own;
+pub mod reference;
 mod restrict;
 mod upstream;
 mod words;
@@ -51,6 +52,18 @@ pub use model::{
 };
 pub use restrict::{Family, RestrictFlags, RestrictRule, RestrictTarget};
 pub use upstream::{ServerConfig, SourceKind};
+
+/// ntpd and NTPsec directives accepted with a warning, and why they do
+/// nothing here.
+pub fn ignored_ntp_directives() -> &'static [(&'static str, &'static str)] {
+    ntp::IGNORED
+}
+
+/// ntpd directives refused with an error (they would configure what tachyon
+/// does not have).
+pub fn refused_ntp_directives() -> &'static [&'static str] {
+    ntp::UNSUPPORTED
+}
 
 use std::path::Path;
 

@@ -111,7 +111,7 @@ pub(super) const IGNORED: &[(&str, &str)] = &[
 
 /// Association types of ntpd that tachyon does not have: an error, since
 /// the operator expects them to do something.
-const UNSUPPORTED: &[&str] = &[
+pub(super) const UNSUPPORTED: &[&str] = &[
     "peer",
     "unpeer",
     "broadcast",

@@ -43,6 +43,7 @@ const DEFAULT_METRICS: &str = "127.0.0.1:9123";
 
 #[derive(Parser, Debug)]
 #[command(
+    name = "tachyond",
     version,
     about = "tachyon NTP server: per-core io_uring workers for busy NTP Pool servers"
 )]
@@ -79,6 +80,17 @@ pub struct Args {
 }
 
 fn main() -> ExitCode {
+    // The package build's manual pages: tachyond(8), or tachyon.conf(5).
+    if std::env::args().nth(1).as_deref() == Some("--generate-man") {
+        match std::env::args().nth(2).as_deref() {
+            Some("tachyon.conf") => print!("{}", tachyon::manual::config_page()),
+            _ => print!(
+                "{}",
+                tachyon::manual::command_page(<Args as clap::CommandFactory>::command(), "8")
+            ),
+        }
+        return ExitCode::SUCCESS;
+    }
     let args = Args::parse();
     env_logger::Builder::new()
         .parse_filters(&args.log_level)
