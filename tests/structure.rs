@@ -17,6 +17,7 @@ const LAYERS: &[&str] = &[
     "server",
     "sync",
     "observe",
+    "endpoint",
     "control",
     "metrics",
     "manual",

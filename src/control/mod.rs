@@ -7,12 +7,13 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::clock::system_unix_ns;
+use crate::endpoint::{serve_clients, Limits};
 use crate::observe::Observed;
 use crate::server::stats::{merged, sum, Outcome};
 use crate::state::unix_ns_to_ntp;
@@ -380,8 +381,17 @@ impl BoundControl {
             .name("tachyon-control".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    let limits = Limits {
+                        what: "control socket",
+                        max_clients: MAX_CLIENTS,
+                        deadline: EXCHANGE_DEADLINE,
+                    };
+                    let serve_one = move |stream| {
+                        let view = view.clone();
+                        async move { serve(stream, &view).await }
+                    };
                     match tokio::net::UnixListener::from_std(listener) {
-                        Ok(listener) => accept_loop(listener, view, stopped).await,
+                        Ok(listener) => serve_clients(listener, limits, stopped, serve_one).await,
                         Err(e) => log::error!("control socket: {e}"),
                     }
                 })
@@ -391,44 +401,6 @@ impl BoundControl {
             stop: Some(stop),
             thread: Some(thread),
         })
-    }
-}
-
-async fn accept_loop(
-    listener: tokio::net::UnixListener,
-    view: Arc<Observed>,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let mut last_logged: Option<Instant> = None;
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    continue;
-                };
-                let view = view.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    match tokio::time::timeout(EXCHANGE_DEADLINE, serve(stream, &view)).await {
-                        Ok(Err(e)) => log::debug!("control socket: {e}"),
-                        Err(_) => log::debug!("control socket: client too slow, cut off"),
-                        Ok(Ok(())) => {}
-                    }
-                });
-            }
-            Err(e) => {
-                if last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                    log::warn!("control socket: accept: {e}; retrying");
-                    last_logged = Some(Instant::now());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
     }
 }
 
