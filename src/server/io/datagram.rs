@@ -4,6 +4,7 @@
 use super::cmsg::{parse_control, parse_sockaddr};
 use super::sockets::ListenSocket;
 use super::transmit::TxSlot;
+use super::txstamp::TxTracker;
 
 use crate::server::responder::Responder;
 use crate::server::stats::{Outcome, SocketDrops};
@@ -18,17 +19,26 @@ pub struct Datagram<'a> {
     pub truncated: bool,
 }
 
-/// Handles one datagram received on `socket`: reads what the kernel said of
-/// it, lets the responder answer, and addresses the reply in `slot`.
+/// A worker's socket and what the worker keeps per socket.
+pub struct Receiver<'a> {
+    pub socket: &'a ListenSocket,
+    /// The socket's index among the worker's.
+    pub index: usize,
+    pub drops: &'a mut SocketDrops,
+    pub tx: &'a mut TxTracker,
+}
+
+/// Handles one datagram received on `on`'s socket: reads what the kernel
+/// said of it, lets the responder answer, and addresses the reply in `slot`.
 /// `slot` is `None` when the worker has no reply slot free (an overload
 /// drop, counted as such). Returns whether `slot` now holds a reply to send.
 pub fn serve_datagram(
     responder: &mut Responder,
-    socket: &ListenSocket,
-    drops: &mut SocketDrops,
+    on: Receiver<'_>,
     datagram: &Datagram<'_>,
     slot: Option<&mut TxSlot>,
 ) -> bool {
+    let (socket, drops) = (on.socket, on.drops);
     let meta = parse_control(datagram.control);
     drops.update(meta.socket_drops, responder.stats());
     let Some(peer) = parse_sockaddr(datagram.name) else {
@@ -56,6 +66,6 @@ pub fn serve_datagram(
         return false;
     };
     let source = if socket.wildcard { meta.local } else { None };
-    slot.address(reply, &peer, source);
+    slot.address(reply, &peer, source, on.index, on.tx.next_explicit_id());
     true
 }
