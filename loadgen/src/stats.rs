@@ -56,8 +56,19 @@ pub struct Stats {
     /// Server processing time T3 - T2, ns.
     pub server: Histogram<u64>,
     /// |offset| = |((T2 - T1) + (T3 - T4)) / 2|, ns: the server's timestamp error
-    /// where client and server share a clock.
+    /// where client and server share a clock. Basic replies only.
     pub time_error: Histogram<u64>,
+    /// The signed offsets of basic replies, summed (their mean is the
+    /// asymmetry of the server's timestamps), ns.
+    pub offset_sum: i64,
+    /// Good answers in the basic and in the interleaved mode (RFC 9769,
+    /// with --interleaved).
+    pub basic: u64,
+    pub interleaved: u64,
+    /// |offset| of the exchange an interleaved reply completes: the reply
+    /// before's T1, T2, T4 and the exact T3 this reply carries, ns.
+    pub time_error_interleaved: Histogram<u64>,
+    pub offset_sum_interleaved: i64,
 }
 
 impl Default for Stats {
@@ -82,6 +93,11 @@ impl Default for Stats {
             rtt: new_hist(),
             server: new_hist(),
             time_error: new_hist(),
+            offset_sum: 0,
+            basic: 0,
+            interleaved: 0,
+            time_error_interleaved: new_hist(),
+            offset_sum_interleaved: 0,
         }
     }
 }
@@ -116,6 +132,18 @@ impl Stats {
         self.rtt.saturating_record(rtt_ns.max(0) as u64);
         self.server.saturating_record(server_ns.max(0) as u64);
         self.time_error.saturating_record(error_ns.unsigned_abs());
+        self.offset_sum += error_ns;
+        self.basic += 1;
+    }
+
+    /// Records one interleaved answer: its own round trip, and the offset
+    /// of the exchange it completes, in ns.
+    pub fn record_interleaved(&mut self, rtt_ns: i64, error_ns: i64) {
+        self.rtt.saturating_record(rtt_ns.max(0) as u64);
+        self.time_error_interleaved
+            .saturating_record(error_ns.unsigned_abs());
+        self.offset_sum_interleaved += error_ns;
+        self.interleaved += 1;
     }
 
     pub fn merge(&mut self, o: &Stats) {
@@ -147,6 +175,11 @@ impl Stats {
         let _ = self.rtt.add(&o.rtt);
         let _ = self.server.add(&o.server);
         let _ = self.time_error.add(&o.time_error);
+        self.offset_sum += o.offset_sum;
+        self.basic += o.basic;
+        self.interleaved += o.interleaved;
+        let _ = self.time_error_interleaved.add(&o.time_error_interleaved);
+        self.offset_sum_interleaved += o.offset_sum_interleaved;
     }
 
     /// Counts and percentiles, ready to print or serialize. `secs` is the
@@ -193,6 +226,16 @@ impl Stats {
             rtt_us: Percentiles::of(&self.rtt),
             server_us: Percentiles::of(&self.server),
             time_error_us: Percentiles::of(&self.time_error),
+            basic: self.basic,
+            interleaved: self.interleaved,
+            interleaved_pct: if self.answered == 0 {
+                0.0
+            } else {
+                round3(100.0 * self.interleaved as f64 / self.answered as f64)
+            },
+            offset_mean_us: mean_us(self.offset_sum, self.basic),
+            time_error_interleaved_us: Percentiles::of(&self.time_error_interleaved),
+            offset_mean_interleaved_us: mean_us(self.offset_sum_interleaved, self.interleaved),
         }
     }
 }
@@ -251,6 +294,11 @@ impl Percentiles {
     }
 }
 
+/// The mean of `count` values summing to `sum_ns`, in µs.
+fn mean_us(sum_ns: i64, count: u64) -> Option<f64> {
+    (count > 0).then(|| round3(sum_ns as f64 / count as f64 / 1000.0))
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -286,6 +334,17 @@ pub struct Summary {
     pub rtt_us: Percentiles,
     pub server_us: Percentiles,
     pub time_error_us: Percentiles,
+    /// Good answers in the basic mode and in the interleaved mode, and the
+    /// share of all answers that were interleaved (%).
+    pub basic: u64,
+    pub interleaved: u64,
+    pub interleaved_pct: f64,
+    /// Mean signed offset of the basic answers (the server's asymmetry), µs.
+    pub offset_mean_us: Option<f64>,
+    /// |offset| of the exchanges interleaved answers complete, and their
+    /// mean signed offset, µs.
+    pub time_error_interleaved_us: Percentiles,
+    pub offset_mean_interleaved_us: Option<f64>,
 }
 
 #[cfg(test)]
@@ -316,6 +375,33 @@ mod tests {
             Percentiles::of(&Stats::default().rtt),
             Percentiles::default()
         );
+    }
+
+    #[test]
+    fn interleaved_answers_are_counted_apart() {
+        let mut s = Stats {
+            answered: 4,
+            ..Default::default()
+        };
+        s.record_times(40_000, 10_000, 2_000);
+        s.record_interleaved(40_000, -100);
+        s.record_interleaved(40_000, 300);
+        s.record_interleaved(40_000, 100);
+        let mut other = Stats {
+            answered: 1,
+            ..Default::default()
+        };
+        other.record_interleaved(40_000, 100);
+        s.merge(&other);
+        let sum = s.summary(1.0);
+        assert_eq!((sum.basic, sum.interleaved), (1, 4));
+        assert!((sum.interleaved_pct - 80.0).abs() < 1e-9);
+        assert_eq!(sum.offset_mean_us, Some(2.0));
+        assert_eq!(sum.offset_mean_interleaved_us, Some(0.1));
+        assert_eq!(sum.time_error_interleaved_us.count, 4);
+        assert_eq!(sum.time_error_us.count, 1);
+        assert_eq!(sum.rtt_us.count, 5);
+        assert_eq!(Stats::default().summary(1.0).offset_mean_us, None);
     }
 
     #[test]
