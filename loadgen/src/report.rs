@@ -319,6 +319,20 @@ pub fn summary_text(target: &str, elapsed_s: f64, t: &Summary, how_t1: &str) -> 
             );
         }
     }
+    let a = &t.reply_after_t3_us;
+    if a.count > 0 {
+        let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        let _ = writeln!(
+            o,
+            "T4-T3 of basic replies, µs: mean {}  p1 {}  p50 {}  p99 {}  p99.9 {} (on a veth pair: \
+             the server's T3 error)",
+            f(a.mean),
+            f(a.p1),
+            f(a.p50),
+            f(a.p99),
+            f(a.p999)
+        );
+    }
     let _ = write!(o, "timestamps: T1 {how_t1}; T4 kernel software RX stamp");
     if t.no_rx_stamp > 0 {
         let _ = write!(o, " ({} without: user-space clock)", t.no_rx_stamp);

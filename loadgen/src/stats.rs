@@ -69,6 +69,94 @@ pub struct Stats {
     /// before's T1, T2, T4 and the exact T3 this reply carries, ns.
     pub time_error_interleaved: Histogram<u64>,
     pub offset_sum_interleaved: i64,
+    /// T4 - T3 of basic replies, ns: how long after the transmit timestamp
+    /// it carries the reply arrived. On a veth pair, where the kernel stamps
+    /// the arrival as the sender's driver hands the reply over, this is the
+    /// server's T3 error measured from outside, the same way for any server.
+    pub reply_after_t3: SignedHistogram,
+}
+
+/// A histogram of signed nanoseconds: magnitudes below zero and from zero up.
+#[derive(Clone)]
+pub struct SignedHistogram {
+    below: Histogram<u64>,
+    above: Histogram<u64>,
+    sum: i64,
+}
+
+impl Default for SignedHistogram {
+    fn default() -> Self {
+        SignedHistogram {
+            below: new_hist(),
+            above: new_hist(),
+            sum: 0,
+        }
+    }
+}
+
+impl SignedHistogram {
+    pub fn record(&mut self, ns: i64) {
+        if ns < 0 {
+            self.below.saturating_record(ns.unsigned_abs());
+        } else {
+            self.above.saturating_record(ns as u64);
+        }
+        self.sum += ns;
+    }
+
+    fn merge(&mut self, o: &SignedHistogram) {
+        let _ = self.below.add(&o.below);
+        let _ = self.above.add(&o.above);
+        self.sum += o.sum;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.below.len() + self.above.len()
+    }
+
+    /// The value at quantile `q`, ns.
+    pub fn quantile(&self, q: f64) -> Option<i64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let negatives = self.below.len();
+        if rank <= negatives {
+            let magnitude_rank = negatives - rank + 1;
+            let m = self
+                .below
+                .value_at_quantile(magnitude_rank as f64 / negatives as f64);
+            return Some(-(m as i64));
+        }
+        let q_above = (rank - negatives) as f64 / self.above.len() as f64;
+        Some(self.above.value_at_quantile(q_above.min(1.0)) as i64)
+    }
+}
+
+/// Percentiles of a signed quantity, µs.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SignedPercentiles {
+    pub count: u64,
+    pub mean: Option<f64>,
+    pub p1: Option<f64>,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub p999: Option<f64>,
+}
+
+impl SignedPercentiles {
+    pub fn of(h: &SignedHistogram) -> Self {
+        let us = |q| h.quantile(q).map(|ns| round3(ns as f64 / 1000.0));
+        SignedPercentiles {
+            count: h.count(),
+            mean: mean_us(h.sum, h.count()),
+            p1: us(0.01),
+            p50: us(0.5),
+            p99: us(0.99),
+            p999: us(0.999),
+        }
+    }
 }
 
 impl Default for Stats {
@@ -98,6 +186,7 @@ impl Default for Stats {
             interleaved: 0,
             time_error_interleaved: new_hist(),
             offset_sum_interleaved: 0,
+            reply_after_t3: SignedHistogram::default(),
         }
     }
 }
@@ -180,6 +269,7 @@ impl Stats {
         self.interleaved += o.interleaved;
         let _ = self.time_error_interleaved.add(&o.time_error_interleaved);
         self.offset_sum_interleaved += o.offset_sum_interleaved;
+        self.reply_after_t3.merge(&o.reply_after_t3);
     }
 
     /// Counts and percentiles, ready to print or serialize. `secs` is the
@@ -236,6 +326,7 @@ impl Stats {
             offset_mean_us: mean_us(self.offset_sum, self.basic),
             time_error_interleaved_us: Percentiles::of(&self.time_error_interleaved),
             offset_mean_interleaved_us: mean_us(self.offset_sum_interleaved, self.interleaved),
+            reply_after_t3_us: SignedPercentiles::of(&self.reply_after_t3),
         }
     }
 }
@@ -345,6 +436,8 @@ pub struct Summary {
     /// mean signed offset, µs.
     pub time_error_interleaved_us: Percentiles,
     pub offset_mean_interleaved_us: Option<f64>,
+    /// T4 - T3 of basic replies (the server's T3 error on a veth pair), µs.
+    pub reply_after_t3_us: SignedPercentiles,
 }
 
 #[cfg(test)]
@@ -402,6 +495,24 @@ mod tests {
         assert_eq!(sum.time_error_us.count, 1);
         assert_eq!(sum.rtt_us.count, 5);
         assert_eq!(Stats::default().summary(1.0).offset_mean_us, None);
+    }
+
+    #[test]
+    fn signed_percentiles_span_zero() {
+        let mut h = SignedHistogram::default();
+        for v in -500..500i64 {
+            h.record(v * 10);
+        }
+        let mut other = SignedHistogram::default();
+        other.record(20_000);
+        h.merge(&other);
+        let p = SignedPercentiles::of(&h);
+        assert_eq!(p.count, 1001);
+        assert!((p.p50.unwrap()).abs() <= 0.02, "{p:?}");
+        assert!((p.p1.unwrap() + 4.9).abs() <= 0.02, "{p:?}");
+        assert!((p.p99.unwrap() - 4.9).abs() <= 0.02, "{p:?}");
+        assert_eq!(p.p999, Some(20.0));
+        assert_eq!(SignedPercentiles::of(&SignedHistogram::default()).p50, None);
     }
 
     #[test]

@@ -612,7 +612,10 @@ impl Worker {
                         Verdict::Invalid(r) => s.add_invalid(r),
                     }
                     match sample {
-                        Some(Sample::Basic(rtt, server, err)) => s.record_times(rtt, server, err),
+                        Some(Sample::Basic(rtt, server, err, after_t3)) => {
+                            s.record_times(rtt, server, err);
+                            s.reply_after_t3.record(after_t3);
+                        }
                         Some(Sample::Interleaved(rtt, err)) => s.record_interleaved(rtt, err),
                         None => return,
                     }
@@ -659,7 +662,8 @@ impl Worker {
             Sample::Interleaved(t4_ns - e.t1_ns, err)
         } else {
             let (rtt, server, err) = timings(e.t1_ns, t2, t3, t4_ns);
-            Sample::Basic(rtt, server, err)
+            let t3_ns = ntp_ns_near(t3, t4_ns);
+            Sample::Basic(rtt, server, err, t4_ns - t3_ns)
         };
         if self.cfg.expect.interleaved {
             self.clients[e.client as usize].last = Some(Exchange {
@@ -756,8 +760,8 @@ impl Worker {
 /// What one answer measured, in ns.
 #[derive(Clone, Copy, Debug)]
 enum Sample {
-    /// Round trip, server time T3 - T2, offset.
-    Basic(i64, i64, i64),
+    /// Round trip, server time T3 - T2, offset, T4 - T3.
+    Basic(i64, i64, i64, i64),
     /// Round trip, and the offset of the exchange the answer completes.
     Interleaved(i64, i64),
 }
@@ -773,6 +777,12 @@ fn interleaved_offset(named: Option<Exchange>, t2: NtpTimestamp, t3: NtpTimestam
         return None;
     }
     Some(timings(x.t1_ns, x.t2, t3, x.t4_ns).2)
+}
+
+/// An NTP timestamp as Unix ns, in the era nearest `near_ns`.
+fn ntp_ns_near(t: NtpTimestamp, near_ns: i64) -> i64 {
+    let (secs, nanos) = t.to_unix_near(near_ns.div_euclid(1_000_000_000));
+    secs * 1_000_000_000 + nanos as i64
 }
 
 /// RTT T4 - T1, server time T3 - T2 and the offset ((T2 - T1) + (T3 - T4)) / 2,

@@ -12,7 +12,7 @@ use super::datagram::Receiver;
 use super::datagram::{serve_datagram, Datagram};
 use super::departure::DepartureClock;
 use super::sockets::ListenSocket;
-use super::transmit::{SendCall, TxSlot};
+use super::transmit::{SendCall, TxSlot, SENDS_PER_CALL};
 use super::txstamp::{ErrQueueReader, TxTracker};
 use crate::server::responder::Responder;
 use crate::server::stats::SocketDrops;
@@ -224,17 +224,18 @@ fn send_replies(
     while sent < replies {
         // Transmit timestamps last: each reply at the moment it is estimated
         // to leave, `sent` replies being already out.
+        let end = replies.min(sent + SENDS_PER_CALL);
         let mut call = SendCall::begin(&b.departure);
-        for slot in &mut b.tx_slots[sent..replies] {
+        for slot in &mut b.tx_slots[sent..end] {
             call.stamp(responder, slot);
         }
-        // SAFETY: headers [sent, replies) were copied from slots that point at
+        // SAFETY: headers [sent, end) were copied from slots that point at
         // their own buffers in `b`, which outlive the call.
         let r = unsafe {
             libc::sendmmsg(
                 fd,
                 b.tx_hdr[sent..].as_mut_ptr(),
-                (replies - sent) as libc::c_uint,
+                (end - sent) as libc::c_uint,
                 libc::MSG_DONTWAIT,
             )
         };

@@ -15,7 +15,7 @@ use super::datagram::Receiver;
 use super::datagram::{serve_datagram, Datagram};
 use super::departure::DepartureClock;
 use super::sockets::ListenSocket;
-use super::transmit::{SendCall, TxSlot};
+use super::transmit::{SendCall, TxSlot, SENDS_PER_CALL};
 use super::txstamp::{ErrQueueReader, TxTracker};
 use crate::server::responder::Responder;
 use crate::server::stats::SocketDrops;
@@ -424,6 +424,10 @@ impl<'a> Worker<'a> {
         self.make_room(responder)?;
         self.push(entry)?;
         self.unsubmitted.push(slot_index);
+        if self.unsubmitted.len() >= SENDS_PER_CALL {
+            // Out now: the departure estimate stays within a few sends.
+            self.submit_and_wait(responder, 0)?;
+        }
         Ok(())
     }
 }
