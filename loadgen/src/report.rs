@@ -308,6 +308,7 @@ pub fn summary_text(target: &str, elapsed_s: f64, t: &Summary, how_t1: &str) -> 
     if t.time_error_interleaved_us.count > 0 {
         rows.push(("|offset| interleaved", &t.time_error_interleaved_us));
     }
+    rows.push(("read T4 waited", &t.read_delay_us));
     for (name, p) in rows {
         if p.count == 0 {
             let _ = writeln!(o, "{name:<22} {:>9}", "-");

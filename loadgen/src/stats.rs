@@ -74,6 +74,10 @@ pub struct Stats {
     /// the arrival as the sender's driver hands the reply over, this is the
     /// server's T3 error measured from outside, the same way for any server.
     pub reply_after_t3: SignedHistogram,
+    /// How long answers waited in ntp-blast's sockets: the read time minus
+    /// the kernel's arrival stamp, ns. A generator that timestamps answers
+    /// when it reads them adds this to every T4.
+    pub read_delay: Histogram<u64>,
 }
 
 /// A histogram of signed nanoseconds: magnitudes below zero and from zero up.
@@ -187,6 +191,7 @@ impl Default for Stats {
             time_error_interleaved: new_hist(),
             offset_sum_interleaved: 0,
             reply_after_t3: SignedHistogram::default(),
+            read_delay: new_hist(),
         }
     }
 }
@@ -270,6 +275,7 @@ impl Stats {
         let _ = self.time_error_interleaved.add(&o.time_error_interleaved);
         self.offset_sum_interleaved += o.offset_sum_interleaved;
         self.reply_after_t3.merge(&o.reply_after_t3);
+        let _ = self.read_delay.add(&o.read_delay);
     }
 
     /// Counts and percentiles, ready to print or serialize. `secs` is the
@@ -327,6 +333,7 @@ impl Stats {
             time_error_interleaved_us: Percentiles::of(&self.time_error_interleaved),
             offset_mean_interleaved_us: mean_us(self.offset_sum_interleaved, self.interleaved),
             reply_after_t3_us: SignedPercentiles::of(&self.reply_after_t3),
+            read_delay_us: Percentiles::of(&self.read_delay),
         }
     }
 }
@@ -438,6 +445,8 @@ pub struct Summary {
     pub offset_mean_interleaved_us: Option<f64>,
     /// T4 - T3 of basic replies (the server's T3 error on a veth pair), µs.
     pub reply_after_t3_us: SignedPercentiles,
+    /// How long answers waited in ntp-blast's sockets before it read them.
+    pub read_delay_us: Percentiles,
 }
 
 #[cfg(test)]

@@ -453,15 +453,14 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    // The datagram at `i` failed (and used up a TX stamp id).
+                    // The datagram at `i` failed. It took no TX stamp id
+                    // (Linux 6.2 and later roll the count back; seen on 6.18
+                    // for EMSGSIZE and EINVAL); where an older kernel took
+                    // one, the time window catches the mismatch.
                     let give_up = e == libc::EAGAIN || e == libc::ENOBUFS;
                     let failed = if give_up { n - i } else { 1 };
                     for j in i..i + failed {
                         self.tracker.cancel(self.slots[j].0);
-                    }
-                    if kernel {
-                        let c = &mut self.clients[client];
-                        c.next_key = c.next_key.wrapping_add(1);
                     }
                     *self.step_stats(step).send_errors.entry(e).or_insert(0) += failed as u64;
                     *self.interval.send_errors.entry(e).or_insert(0) += failed as u64;
@@ -508,15 +507,23 @@ impl Worker {
             if n == 0 {
                 break;
             }
-            let mut user_now = 0;
+            // When the answers were read: how long they had waited in the
+            // socket since the kernel stamped their arrival.
+            let mut user_now = net::realtime_ns();
             for i in 0..n {
                 let stamp = self.recv.stamp(i);
                 let t4 = if stamp.ns != 0 {
+                    let waited = user_now - stamp.ns;
+                    self.interval
+                        .read_delay
+                        .saturating_record(waited.max(0) as u64);
+                    let step = self.cur_step;
+                    self.step_stats(step)
+                        .read_delay
+                        .saturating_record(waited.max(0) as u64);
                     stamp.ns
                 } else {
-                    if user_now == 0 {
-                        user_now = net::realtime_ns();
-                    }
+                    user_now = net::realtime_ns();
                     self.interval.no_rx_stamp += 1;
                     let step = self.cur_step;
                     self.step_stats(step).no_rx_stamp += 1;

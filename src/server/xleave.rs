@@ -21,8 +21,8 @@
 //! and under pressure random replacement keeps some of every age where
 //! evicting the oldest would keep none of those polling slower than the
 //! table's span. Memory is mapped zeroed, in huge pages where the kernel
-//! gives them, and committed as pages are first written, so a server that
-//! never sees an interleaved request never uses it. A clock step changes the generation, which makes
+//! gives them, and faulted in when the table is made: the first write to a
+//! huge page may wait for the kernel to compact memory, not in the hot path. A clock step changes the generation, which makes
 //! every pair kept before it unreachable; the first worker to see the step
 //! also empties the table.
 
@@ -48,8 +48,8 @@ const KEEP_ATTEMPTS: usize = 4;
 /// The smallest and largest tables, in entries.
 pub const MIN_ENTRIES: usize = if cfg!(tachyon_loom) { WAYS } else { 1024 };
 pub const MAX_ENTRIES: usize = 1 << 30;
-/// The default: 16 Mi pairs, 128 MiB once all used: the requests of three
-/// 64-second polls at 90k interleaved requests/s, or one at 260k/s.
+/// The default: 16 Mi pairs, 128 MiB: the requests of three 64-second polls
+/// at 90k interleaved requests/s, or one at 260k/s.
 pub const DEFAULT_ENTRIES: usize = 1 << 24;
 
 #[repr(C, align(64))]
@@ -140,7 +140,7 @@ impl XleaveTable {
         self.buckets.len() * WAYS
     }
 
-    /// Bytes of table memory (committed as it is first written).
+    /// Bytes of table memory.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.buckets)
     }
@@ -259,9 +259,8 @@ impl XleaveTable {
     }
 }
 
-/// The table's memory: anonymous pages mapped zeroed, so the kernel commits
-/// them only as they are first written, and in huge pages where it gives
-/// them (`MADV_HUGEPAGE`). Lookups land anywhere in the table: with 4 KiB
+/// The table's memory: anonymous pages mapped zeroed, in huge pages where
+/// the kernel gives them (`MADV_HUGEPAGE`), faulted in when it is made. Lookups land anywhere in the table: with 4 KiB
 /// pages each one missed the TLB, and a page walk inside a virtual machine
 /// costs more than the rest of the lookup (measured: the table's two
 /// operations were 7 % of a worker's time at 50k interleaved requests/s).
@@ -330,13 +329,26 @@ fn zeroed_buckets(buckets: usize) -> Buckets {
     // SAFETY: `start..start + bytes` lies inside the mapping; the advice
     // only changes how it is backed (refused where THP is off: no matter).
     unsafe { libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE) };
-    Buckets {
+    // Faulted in now, not by the first interleaved requests: a huge page's
+    // first write may wait for the kernel to compact memory, and did, losing
+    // the requests of the 200-400 ms it took (docs/benchmarks.md).
+    // SAFETY: as above; populating only faults the pages in, zeroed.
+    let populated =
+        unsafe { libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_POPULATE_WRITE) } == 0;
+    let table = Buckets {
         buckets: std::ptr::NonNull::new(start as *mut Bucket)
             .expect("mmap gave a non-null address"),
         len,
         map,
         map_len,
+    };
+    if !populated {
+        // Before Linux 5.14: one write per 4 KiB page.
+        for bucket in table.iter().step_by(4096 / std::mem::size_of::<Bucket>()) {
+            bucket.ways[0].store(0, Ordering::Relaxed);
+        }
     }
+    table
 }
 
 #[cfg(tachyon_loom)]

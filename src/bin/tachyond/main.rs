@@ -210,7 +210,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     );
     match server.xleave() {
         Some(table) => log::info!(
-            "interleaved mode (RFC 9769): a table of {} pairs ({} MiB, committed as used)",
+            "interleaved mode (RFC 9769): a table of {} pairs ({} MiB)",
             table.capacity(),
             table.memory_bytes() >> 20
         ),

@@ -16,12 +16,16 @@ use super::txstamp::Sent;
 use crate::clock::system_unix_ns;
 use crate::server::responder::{Reply, Responder};
 
-/// Most replies handed to the kernel in one send call. Each reply's transmit
-/// timestamp is the call's clock read plus the sends ahead of it, and that
-/// estimate drifts with the sends it spans: with whole batches of up to 64
-/// in one call, replies were stamped up to 180 µs off (kernel transmit
-/// stamps, 20k/s on the test VM, docs/benchmarks.md).
-pub const SENDS_PER_CALL: usize = 8;
+/// Most replies handed to the kernel in one send call: one. Each reply's
+/// transmit timestamp is the call's clock read plus the learned lead and the
+/// sends ahead of it, and the sends ahead of it vary: on veth a send also
+/// delivers the reply before it to its receiver, or not. With whole batches
+/// (up to 64) in one call, replies were stamped up to 180 µs off; with 8,
+/// 2 or 4, the p99 T3 error was still 9-24 µs; with one, 0.7-2 µs, the
+/// clock read just before each send as chronyd reads it, for the same
+/// server CPU per answer within the runs' spread at 50k/s and 200k/s on the
+/// test VM (kernel transmit stamps, docs/benchmarks.md).
+pub const SENDS_PER_CALL: usize = 1;
 
 /// Room for a reply: at most the 48-byte header and a 4-byte crypto-NAK.
 pub const REPLY_SPACE: usize = 64;

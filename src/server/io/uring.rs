@@ -425,7 +425,7 @@ impl<'a> Worker<'a> {
         self.push(entry)?;
         self.unsubmitted.push(slot_index);
         if self.unsubmitted.len() >= SENDS_PER_CALL {
-            // Out now: the departure estimate stays within a few sends.
+            // Out now, stamped at a clock read of its own (SENDS_PER_CALL).
             self.submit_and_wait(responder, 0)?;
         }
         Ok(())
