@@ -520,7 +520,12 @@ mod tests {
         assert!((p.p50.unwrap()).abs() <= 0.02, "{p:?}");
         assert!((p.p1.unwrap() + 4.9).abs() <= 0.02, "{p:?}");
         assert!((p.p99.unwrap() - 4.9).abs() <= 0.02, "{p:?}");
-        assert_eq!(p.p999, Some(20.0));
+        // The 1000th of 1001 values; the 20 µs one is the 1001st.
+        assert!((p.p999.unwrap() - 4.99).abs() <= 0.02, "{p:?}");
+        let top = h.quantile(1.0).unwrap();
+        assert!((20_000..=20_020).contains(&top), "{top}");
+        // (-5000 + 20000) / 1001 ns.
+        assert_eq!(p.mean, Some(0.015));
         assert_eq!(SignedPercentiles::of(&SignedHistogram::default()).p50, None);
     }
 
