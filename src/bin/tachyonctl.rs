@@ -175,6 +175,34 @@ fn print_stats(s: &Stats) {
         n(b.p99),
         n(b.p999)
     );
+    let t = &s.t3_error;
+    println!(
+        "T3 error, kernel stamp - T3 sent ({} basic replies): mean {}  p1 {}  p50 {}  p99 {}  p99.9 {}",
+        t.count,
+        micros(t.mean),
+        micros(t.p1),
+        micros(t.p50),
+        micros(t.p99),
+        micros(t.p999)
+    );
+    let x = &s.tx_stamps;
+    println!(
+        "transmit stamps  kernel {}  hardware {}  none {}",
+        x.kernel, x.hardware, x.none
+    );
+    let x = &s.xleave;
+    if x.enabled {
+        println!(
+            "interleaved      replies {}  basic to asking clients {}  pairs held {} of {}",
+            x.interleaved, x.missed, x.held, x.capacity
+        );
+        println!(
+            "  pairs          kept {}  replaced {}  not kept {}  removed {}",
+            x.kept, x.replaced, x.not_kept, x.removed
+        );
+    } else {
+        println!("interleaved      off");
+    }
     let workers: Vec<String> = s.per_worker.iter().map(|n| n.to_string()).collect();
     println!("per worker     {}", workers.join(" "));
 }

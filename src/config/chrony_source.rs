@@ -29,7 +29,7 @@ const IGNORED_WITH_VALUE: &[(&str, Value, &str)] = &[
 
 /// Options without a value that are ignored, and why.
 const IGNORED_FLAGS: &[(&str, &str)] = &[
-    ("xleave", "interleaved mode is not supported"),
+    ("xleave", "upstream servers are polled in the basic mode (tachyond serves its own clients in the interleaved mode: see the xleave directive)"),
     (
         "copy",
         "there is no copy mode; the source's reference ID is not taken",

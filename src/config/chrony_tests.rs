@@ -506,8 +506,9 @@ fn sources_local_and_the_rest() {
         "SERVER 192.0.2.1 IBURST minpoll 4\npool pool.example.org iburst maxsources 2 xleave\n\
          Local stratum 5 orphan distance 0.1\nminsources 2\nleapseclist /etc/leap.list\n\
          leapsectz right/UTC\nclock software\nworkers 2\nio mmsg\nrcvbuf 2M\n\
-         metrics 127.0.0.1:9100\n",
+         metrics 127.0.0.1:9100\nxleave table 1M\n",
     );
+    assert_eq!(config.xleave.table_entries, 1 << 20);
     assert_eq!(config.servers.len(), 2);
     assert_eq!(
         (config.servers[0].minpoll, config.servers[0].iburst),

@@ -4,7 +4,8 @@
 //! Pool operators bring the file they already run: ntpd's or NTPsec's
 //! `ntp.conf`, or chronyd's `chrony.conf` with the files it includes. Each
 //! dialect's parser reads the directives tachyon acts on, a few of
-//! tachyon's own (`listen`, `workers`, `io`, `rcvbuf`, `metrics`, `clock`),
+//! tachyon's own (`listen`, `workers`, `io`, `rcvbuf`, `metrics`, `clock`,
+//! `xleave`, `txtimestamp`),
 //! accepts with a warning the directives that have no meaning here, and
 //! refuses the rest with an error that names the file, the line and what was
 //! expected. The dialect is chosen by the command line, else the file's
@@ -48,7 +49,8 @@ mod tests;
 
 pub use model::{
     ClockChoice, Config, ConfigError, ConfigFormat, ConfigWarning, Dialect, IoChoice, MakeStep,
-    RateLimitParams, DEFAULT_RCVBUF, MAX_FILE_BYTES, MAX_LINE_BYTES, RCVBUF_RANGE,
+    RateLimitParams, XleaveParams, DEFAULT_RCVBUF, DEFAULT_XLEAVE_ENTRIES, MAX_FILE_BYTES,
+    MAX_LINE_BYTES, RCVBUF_RANGE, XLEAVE_ENTRIES_RANGE,
 };
 pub use restrict::{Family, RestrictFlags, RestrictRule, RestrictTarget};
 pub use upstream::{ServerConfig, SourceKind};

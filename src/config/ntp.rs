@@ -30,6 +30,8 @@ pub(super) const DIRECTIVES: &[(&str, Handler)] = &[
     ("rcvbuf", own::rcvbuf),
     ("metrics", own::metrics),
     ("clock", own::clock),
+    ("xleave", own::xleave),
+    ("txtimestamp", own::txtimestamp),
     ("local", local),
 ];
 

@@ -75,6 +75,16 @@ pub const DIRECTIVES: &[DirectiveDoc] = &[
         description: "Discipline the kernel clock (system), or serve the host clock plus a correction and never touch it (software). auto, the default, chooses system when tachyond may set the time and no other time daemon runs.",
     },
     DirectiveDoc {
+        name: "xleave",
+        synopsis: "xleave on|off [table PAIRS] | xleave table PAIRS",
+        description: "The interleaved mode (RFC 9769), on by default: a client that asks gets, in its next reply, the kernel's exact transmit timestamp of the previous one. The (receive, transmit) pairs live in a table shared by the workers (16M pairs, 128 MiB, by default); off answers every request in the basic mode.",
+    },
+    DirectiveDoc {
+        name: "txtimestamp",
+        synopsis: "txtimestamp on|off",
+        description: "Kernel transmit timestamps on the listening sockets (on by default): they measure how accurate each reply's transmit timestamp was, calibrate the estimate, and feed the interleaved mode.",
+    },
+    DirectiveDoc {
         name: "local",
         synopsis: "local stratum N",
         description: "Serve the host clock at stratum N and poll no upstream (tests and standalone use).",

@@ -165,7 +165,10 @@ pub(super) fn parse(
                 option.to_string(),
                 "Autokey authentication is not supported",
             )),
-            "xleave" => ignored.push((option.to_string(), "interleaved mode is not supported")),
+            "xleave" => ignored.push((
+                option.to_string(),
+                "upstream servers are polled in the basic mode (tachyond serves its own clients in the interleaved mode: see the xleave directive)",
+            )),
             "true" => ignored.push((
                 option.to_string(),
                 "a source is never forced to be a truechimer; selection decides",

@@ -15,10 +15,11 @@ use tokio::sync::oneshot;
 use crate::clock::system_unix_ns;
 use crate::endpoint::{serve_clients, Limits};
 use crate::observe::Observed;
-use crate::server::stats::{merged, sum, Outcome};
+use crate::server::stats::{merged, merged_signed, sum, Outcome, StampSource, WorkerStats};
 use crate::state::unix_ns_to_ntp;
 use crate::sync::refid::refid_text;
 use crate::telemetry::histogram::Snapshot;
+use crate::telemetry::signed::SignedSnapshot;
 
 /// Where the socket lives unless told otherwise: `/run/tachyon/` as root;
 /// otherwise a directory private to the user (`$XDG_RUNTIME_DIR`, else
@@ -151,6 +152,83 @@ pub struct Stats {
     pub batch_size: Percentiles,
     /// Datagrams received per worker.
     pub per_worker: Vec<u64>,
+    /// Kernel transmit stamp − transmit timestamp written, seconds, per
+    /// basic reply: how far off the estimated departure (T3) was.
+    #[serde(default)]
+    pub t3_error: SignedPercentiles,
+    /// Replies by where their transmit timestamp came from once sent.
+    #[serde(default)]
+    pub tx_stamps: TxStamps,
+    /// The interleaved mode (RFC 9769).
+    #[serde(default)]
+    pub xleave: Xleave,
+}
+
+/// Percentiles of a signed quantity (seconds).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SignedPercentiles {
+    pub count: u64,
+    pub mean: Option<f64>,
+    pub p1: Option<f64>,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub p999: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TxStamps {
+    pub kernel: u64,
+    pub hardware: u64,
+    pub none: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Xleave {
+    pub enabled: bool,
+    /// Replies in the interleaved mode.
+    pub interleaved: u64,
+    /// Requests that asked for it, answered in the basic mode.
+    pub missed: u64,
+    /// Pairs held now, and at most.
+    pub held: i64,
+    pub capacity: u64,
+    pub kept: u64,
+    pub replaced: u64,
+    pub not_kept: u64,
+    pub removed: u64,
+}
+
+fn signed_percentiles(s: &SignedSnapshot, scale: f64) -> SignedPercentiles {
+    let q = |p| s.quantile(p).map(|v| v as f64 * scale);
+    let count = s.count();
+    SignedPercentiles {
+        count,
+        mean: (count > 0).then(|| s.sum() as f64 / count as f64 * scale),
+        p1: q(0.01),
+        p50: q(0.5),
+        p99: q(0.99),
+        p999: q(0.999),
+    }
+}
+
+fn xleave(view: &Observed) -> Xleave {
+    let sum = |counter: fn(&WorkerStats) -> u64| sum(&view.workers, counter);
+    Xleave {
+        enabled: view.xleave_capacity.is_some(),
+        interleaved: sum(|w| w.xleave.interleaved.get()),
+        missed: sum(|w| w.xleave.missed.get()),
+        held: view
+            .workers
+            .iter()
+            .map(|w| w.xleave_held())
+            .sum::<i64>()
+            .max(0),
+        capacity: view.xleave_capacity.unwrap_or(0) as u64,
+        kept: sum(|w| w.xleave.kept.get()),
+        replaced: sum(|w| w.xleave.replaced.get()),
+        not_kept: sum(|w| w.xleave.not_kept.get()),
+        removed: sum(|w| w.xleave.removed.get()),
+    }
 }
 
 fn percentiles(s: &Snapshot, scale: f64) -> Percentiles {
@@ -221,6 +299,13 @@ pub fn stats(view: &Observed) -> Stats {
         response_time: percentiles(&merge(|w| &w.response_time), 1e-9),
         batch_size: percentiles(&merge(|w| &w.batch_size), 1.0),
         per_worker: view.workers.iter().map(|w| w.received()).collect(),
+        t3_error: signed_percentiles(&merged_signed(&view.workers, |w| &w.t3_error), 1e-9),
+        tx_stamps: TxStamps {
+            kernel: sum(|w| w.stamps(StampSource::Kernel)),
+            hardware: sum(|w| w.stamps(StampSource::Hardware)),
+            none: sum(|w| w.stamps(StampSource::None)),
+        },
+        xleave: xleave(view),
     }
 }
 

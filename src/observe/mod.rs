@@ -29,6 +29,8 @@ pub struct Observed {
     pub sources: SourceBoard,
     /// Requests per second over the last seconds (f64 bits), kept by the daemon.
     pub request_rate: Arc<AtomicU64>,
+    /// Pairs the interleaved mode's table holds at most; `None`: mode off.
+    pub xleave_capacity: Option<usize>,
 }
 
 impl Observed {

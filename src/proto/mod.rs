@@ -6,12 +6,13 @@
 
 pub mod control;
 pub mod ext;
+pub mod interleave;
 pub mod packet;
 pub mod reply;
 pub mod request;
 pub mod time;
 
 pub use packet::{Header, LeapIndicator, Mode, HEADER_LEN};
-pub use reply::{respond, Access, ReplyAction, SystemInfo};
+pub use reply::{respond, respond_interleaved, Access, ReplyAction, SystemInfo};
 pub use request::{parse_client_request, ClientRequest, DropReason};
 pub use time::{NtpShort, NtpTimestamp};

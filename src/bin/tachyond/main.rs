@@ -206,6 +206,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         pin: true,
         rcvbuf: config.rcvbuf,
         queries: Some(queries.clone()),
+        tx_timestamps: config.tx_timestamps,
+        xleave: config.xleave.enabled.then_some(config.xleave.table_entries),
     };
     let bound = startup::bind_listeners(&config, args.config.is_none(), options)?;
     let control_path = args
@@ -226,6 +228,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         addrs.join(", "),
         server.backend().name()
     );
+    match server.xleave() {
+        Some(table) => log::info!(
+            "interleaved mode (RFC 9769): a table of {} pairs ({} MiB)",
+            table.capacity(),
+            table.memory_bytes() >> 20
+        ),
+        None => log::info!("interleaved mode off"),
+    }
 
     let request_rate = Arc::new(AtomicU64::new(0f64.to_bits()));
     let view = Arc::new(Observed {
@@ -237,6 +247,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         started: Instant::now(),
         sources: board,
         request_rate: request_rate.clone(),
+        xleave_capacity: server.xleave().map(|t| t.capacity()),
     });
     let _control = control.start(view.clone())?;
     log::info!("control socket {}", control_path.display());

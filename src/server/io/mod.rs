@@ -10,4 +10,5 @@ pub mod departure;
 pub mod mmsg;
 pub mod sockets;
 pub mod transmit;
+pub mod txstamp;
 pub mod uring;
