@@ -300,6 +300,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
             leapfile: config.leapfile.clone(),
             engine: EngineConfig {
                 precision,
+                holdover: config
+                    .holdover
+                    .map_or(EngineConfig::default().holdover, f64::from),
                 ..EngineConfig::default()
             },
             port: UPSTREAM_PORT,
@@ -442,6 +445,7 @@ impl Reloader {
             (new.driftfile != old.driftfile, "driftfile"),
             (new.leapfile != old.leapfile, "leapfile"),
             (new.local_stratum != old.local_stratum, "local"),
+            (new.holdover != old.holdover, "holdover"),
         ] {
             if changed {
                 restart.push(what);

@@ -91,6 +91,9 @@ pub struct Config {
     /// `local stratum N`: serve at stratum N from the local clock when no
     /// upstream is usable (tests and standalone use, like chrony's `local`).
     pub local_stratum: Option<u8>,
+    /// `holdover SECONDS`: how long the clock is still served as
+    /// synchronized with no selectable upstream; `None`: the engine's default.
+    pub holdover: Option<u32>,
     /// Per-client rate limiting for `restrict ... limited` (`ratelimit ...`).
     pub ratelimit: RateLimitParams,
     /// SO_RCVBUF asked for each listening socket (`rcvbuf SIZE`).

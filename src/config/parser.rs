@@ -7,7 +7,7 @@ use super::{
 };
 
 const SUPPORTED: &str = "server, pool, driftfile, leapfile, restrict, ratelimit, listen, \
-                         workers, io, metrics, clock, local";
+                         workers, io, metrics, clock, local, holdover";
 
 const DIRECTIVES: &[&str] = &[
     "server",
@@ -23,6 +23,7 @@ const DIRECTIVES: &[&str] = &[
     "metrics",
     "clock",
     "local",
+    "holdover",
 ];
 
 /// ntpd/NTPsec directives accepted with a warning, and why they do nothing.
@@ -147,6 +148,7 @@ impl Parser {
                 metrics: None,
                 clock: ClockChoice::Auto,
                 local_stratum: None,
+                holdover: None,
                 ratelimit: super::RateLimitParams::default(),
                 rcvbuf: super::DEFAULT_RCVBUF,
                 warnings: Vec::new(),
@@ -275,6 +277,14 @@ impl Parser {
                 self.once("local", line);
                 // 1..=15 fits u8.
                 self.config.local_stratum = Some(stratum as u8);
+                Ok(())
+            }
+            "holdover" => {
+                let seconds = exactly_one("holdover", args, "seconds 1..=86400")?;
+                let seconds = number_in("holdover", Some(seconds), (1, 86_400))?;
+                self.once("holdover", line);
+                // 1..=86400 fits u32.
+                self.config.holdover = Some(seconds as u32);
                 Ok(())
             }
             "ratelimit" => {
