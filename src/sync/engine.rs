@@ -419,7 +419,14 @@ impl Engine {
     ) -> Result<Option<ClockUpdate>, ClockError> {
         self.discipline.tick(now, clock)?;
         let mut done = None;
-        if self.dirty {
+        // At the holdover bound, select again before giving up: sources that
+        // still answer but were not polled within the holdover (one shorter
+        // than the poll interval) must not make the clock flap.
+        let holdover_due = self.synchronized
+            && self
+                .last_selection
+                .is_some_and(|t| now - t >= self.config.holdover);
+        if self.dirty || holdover_due {
             self.dirty = false;
             if let Some(estimate) = self.run_selection(now) {
                 self.last_selection = Some(now);
