@@ -731,6 +731,17 @@ impl Engine {
         }
     }
 
+    /// Call when the daemon stops: ends a slew in progress, so the clock is
+    /// left running at the frequency correction alone (a kernel clock keeps
+    /// whatever rate it was last given).
+    pub fn finish<C: ClockControl + ?Sized>(
+        &mut self,
+        now: f64,
+        clock: &mut C,
+    ) -> Result<bool, ClockError> {
+        self.discipline.end_slew(now, clock)
+    }
+
     pub fn is_synchronized(&self) -> bool {
         self.synchronized
     }

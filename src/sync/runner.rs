@@ -433,6 +433,11 @@ fn run(
             }
         }
     }
+    match engine.finish(monotonic(start), clock.control()) {
+        Ok(true) => log::info!("stopping: slew in progress ended"),
+        Ok(false) => {}
+        Err(e) => log::warn!("clock: {e}"),
+    }
     if let Some(path) = &options.driftfile {
         if engine.is_synchronized() {
             if let Err(e) = super::driftfile::write(path, engine.frequency_ppm()) {
