@@ -751,6 +751,12 @@ impl Engine {
         self.discipline.base_frequency() * 1e6
     }
 
+    /// How uncertain that frequency is, ppm (one standard deviation): the
+    /// prior's until the sources have measured it.
+    pub fn frequency_sd_ppm(&self) -> f64 {
+        self.frequency_sd * 1e6
+    }
+
     pub fn system_peer(&self) -> Option<SourceId> {
         if self.had_selection {
             self.peer

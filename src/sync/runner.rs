@@ -422,7 +422,8 @@ fn run(
             was_synchronized = synchronized;
         }
         if let Some(path) = &options.driftfile {
-            if synchronized && super::driftfile::should_write(last_drift_write, now) {
+            let sd = engine.frequency_sd_ppm();
+            if synchronized && super::driftfile::should_write(last_drift_write, now, sd) {
                 match super::driftfile::write(path, engine.frequency_ppm()) {
                     Ok(()) => last_drift_write = Some(now),
                     Err(e) => {
@@ -439,7 +440,7 @@ fn run(
         Err(e) => log::warn!("clock: {e}"),
     }
     if let Some(path) = &options.driftfile {
-        if engine.is_synchronized() {
+        if engine.is_synchronized() && super::driftfile::is_measured(engine.frequency_sd_ppm()) {
             if let Err(e) = super::driftfile::write(path, engine.frequency_ppm()) {
                 log::warn!("driftfile {}: {e}", path.display());
             }
