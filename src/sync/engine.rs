@@ -22,8 +22,8 @@ use crate::proto::{LeapIndicator, NtpTimestamp, SystemInfo, HEADER_LEN};
 
 /// Frequency uncertainty a new source starts with: 100 ppm (any oscillator
 /// worth using) until the sources have measured it; 1 ppm from a driftfile
-/// (a wrong driftfile shows as large innovations, which raise the learnt
-/// wander and with it the uncertainty); never below 0.01 ppm.
+/// (a wrong driftfile shows as innovations of 10σ and more, and the
+/// estimators then drop it: see `estimate.rs`); never below 0.01 ppm.
 const PRIOR_FREQUENCY_SD: f64 = 1e-4;
 const DRIFTFILE_FREQUENCY_SD: f64 = 1e-6;
 const MIN_FREQUENCY_SD: f64 = 1e-8;
