@@ -457,7 +457,16 @@ impl Engine {
         self.leap = self.current_leap(clock.now());
         let status = self.clock_status();
         if self.last_status != Some(status) {
-            clock.set_status(&status)?;
+            // Sent at a change of any field (a new jitter at a poll, too), not
+            // only at clock updates: the maximum error starts from the root
+            // distance replies serve now, aged since the update, and the
+            // kernel ages it from there (500 ppm a second, above their 15).
+            let sent = ClockStatus {
+                max_error: self.system.root_delay / 2.0
+                    + self.system.root_dispersion_at(clock.now()),
+                ..status
+            };
+            clock.set_status(&sent)?;
             self.last_status = Some(status);
         }
         Ok(done)

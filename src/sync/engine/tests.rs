@@ -240,3 +240,22 @@ fn a_short_holdover_still_ends_when_the_sources_die() {
         lost[0]
     );
 }
+
+#[test]
+fn kernel_max_error_is_never_below_the_served_root_distance() {
+    // The status goes to the kernel whenever it changes (a new jitter at a
+    // poll, too), not only at clock updates; the kernel's maxerror then grows
+    // by 500 ppm a second by itself, replies' root dispersion by 15 ppm. It
+    // must start from what is served at that moment, never from less.
+    let (sim, _) = Sim::run(short("status", 11));
+    let synced: Vec<_> = sim.statuses.iter().filter(|s| s.1.synchronized).collect();
+    assert!(synced.len() > 10, "{} statuses", synced.len());
+    for (t, status, served) in synced {
+        assert!(
+            status.max_error >= served - 1e-9,
+            "at {t:.1} s maxerror {:.6} s, served root distance {served:.6} s",
+            status.max_error
+        );
+        assert!(status.est_error <= status.max_error);
+    }
+}
