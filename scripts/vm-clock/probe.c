@@ -54,15 +54,23 @@ static void put_ntp(unsigned char *p, const struct timespec *ts)
 static int state_line(char *out, size_t len)
 {
     struct timex tx;
-    /* Emulated clock reads take microseconds: bracket realtime so that all
-     * three values refer to the same instant. */
-    int64_t raw1 = clock_ns(CLOCK_MONOTONIC_RAW);
-    int64_t mono1 = clock_ns(CLOCK_MONOTONIC);
-    int64_t real = clock_ns(CLOCK_REALTIME);
-    int64_t mono2 = clock_ns(CLOCK_MONOTONIC);
-    int64_t raw2 = clock_ns(CLOCK_MONOTONIC_RAW);
-    int64_t mono = mono1 + (mono2 - mono1) / 2;
-    int64_t raw = raw1 + (raw2 - raw1) / 2;
+    /* Emulated clock reads take microseconds, and the vCPU may be
+     * descheduled between two: bracket realtime so that all three values
+     * refer to the same instant, and keep the tightest of a few tries. */
+    int64_t real = 0, mono = 0, raw = 0, best = INT64_MAX;
+    for (int i = 0; i < 5; i++) {
+        int64_t raw1 = clock_ns(CLOCK_MONOTONIC_RAW);
+        int64_t mono1 = clock_ns(CLOCK_MONOTONIC);
+        int64_t r = clock_ns(CLOCK_REALTIME);
+        int64_t mono2 = clock_ns(CLOCK_MONOTONIC);
+        int64_t raw2 = clock_ns(CLOCK_MONOTONIC_RAW);
+        if (raw2 - raw1 < best) {
+            best = raw2 - raw1;
+            real = r;
+            mono = mono1 + (mono2 - mono1) / 2;
+            raw = raw1 + (raw2 - raw1) / 2;
+        }
+    }
     memset(&tx, 0, sizeof tx);
     int state = adjtimex(&tx);
     return snprintf(out, len,

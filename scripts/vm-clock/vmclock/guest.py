@@ -9,7 +9,6 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 PROBE_PORT = 4123
 
@@ -138,10 +137,3 @@ class Guest:
                 self.process.wait()
         self.sock.close()
 
-
-def guest_state(g: Guest) -> Optional[str]:
-    """The probe's one-line kernel state, read over the control channel."""
-    try:
-        return g.run("/bin/probe state", timeout=10).strip()
-    except GuestError:
-        return None
