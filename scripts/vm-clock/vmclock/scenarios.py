@@ -106,7 +106,8 @@ def _kernel_consistency(row: Row, track: Track, settled: List[Point]) -> None:
         bound_broken += abs(p.clock) - A.uncertainty(p.clock_delay, minimum) > maxerror
         est_bad += esterror > maxerror
         distance = p.root_delay / 2 + p.root_dispersion
-        below += maxerror < distance - 5e-6
+        # Root delay and dispersion travel as 16.16 fixed point (15.3 µs).
+        below += maxerror < distance - 35e-6
         if p.reference_age is not None:
             above += maxerror > distance + 485e-6 * p.reference_age + 0.6e-3
     row.check(
