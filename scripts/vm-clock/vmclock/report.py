@@ -66,6 +66,10 @@ def comparisons(rows: List[Row], kvm: bool) -> List[Tuple[str, bool, str]]:
         )
         if t.settle is not None and c.settle is None:
             ok_rms, detail = True, f"tachyond {_us(t.rms)}, chronyd never settled"
+        elif t.rms_common is None or c.rms_common is None:
+            # Too little time with both settled: each over its own span.
+            ok_rms = t.rms is not None and (c.rms is None or t.rms <= c.rms * RMS_RATIO + RMS_FLOOR[kvm])
+            detail = f"own spans (too short together): tachyond {_us(t.rms)}, chronyd {_us(c.rms)}"
         else:
             tr, cr = t.rms_common, c.rms_common
             ok_rms = tr is not None and (cr is None or tr <= cr * RMS_RATIO + RMS_FLOOR[kvm])

@@ -314,6 +314,9 @@ def scenario4(track: Track, timing: Timing, bars: dict) -> Row:
     return row
 
 
+MIN_COMMON_SAMPLES = 10
+
+
 def common_rms(rows: List[Row], tracks: dict) -> None:
     """Fills rms_common for the two daemons' rows of each scenario."""
     by = {}
@@ -328,7 +331,9 @@ def common_rms(rows: List[Row], tracks: dict) -> None:
             points = tracks[r.daemon].window(start + offset, end)
             if r.skip:
                 points = [p for p in points if not r.skip[0] <= p.t < r.skip[1]]
-            r.rms_common = A.rms(A.precise_served(points, A.min_delays(tracks[r.daemon].points)[1]))
+            values = A.precise_served(points, A.min_delays(tracks[r.daemon].points)[1])
+            # A span of a few samples (one daemon settled at the very end) says nothing.
+            r.rms_common = A.rms(values) if len(values) >= MIN_COMMON_SAMPLES else None
 
 
 def verdicts(group: str, pair: Pair, timing: Timing, bars: dict, holdover: int) -> List[Row]:
