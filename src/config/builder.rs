@@ -75,6 +75,7 @@ impl Builder {
                 metrics: None,
                 clock: ClockChoice::Auto,
                 local_stratum: None,
+                holdover: None,
                 chrony_driftfile: None,
                 makestep: None,
                 min_sources: None,

@@ -66,6 +66,7 @@ pub(super) const DIRECTIVES: &[(&str, Handler)] = &[
     ("txtimestamp", |c, at, args| {
         own::txtimestamp(&mut c.b, at, args)
     }),
+    ("holdover", |c, at, args| own::holdover(&mut c.b, at, args)),
 ];
 
 /// chronyd directives accepted with a warning, and why they do nothing.

@@ -66,6 +66,9 @@ pub struct Config {
     /// `local stratum N`: serve the host clock at stratum N and poll no
     /// upstream (tests and standalone use).
     pub local_stratum: Option<u8>,
+    /// `holdover SECONDS`: how long the clock is still served as
+    /// synchronized with no selectable upstream; `None`: the engine's default.
+    pub holdover: Option<u32>,
     /// chrony's `driftfile`: a drift file in chrony's format (the frequency
     /// in ppm with the opposite sign to ntpd's, then a skew), which must not
     /// be read or written as an ntpd driftfile.

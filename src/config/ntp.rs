@@ -32,6 +32,7 @@ pub(super) const DIRECTIVES: &[(&str, Handler)] = &[
     ("clock", own::clock),
     ("xleave", own::xleave),
     ("txtimestamp", own::txtimestamp),
+    ("holdover", own::holdover),
     ("local", local),
 ];
 

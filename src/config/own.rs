@@ -1,10 +1,11 @@
 //! tachyon's own directives, the same in both dialects: `listen`, `workers`,
-//! `io`, `rcvbuf`, `metrics`, `clock`, `xleave` and `txtimestamp`.
+//! `io`, `rcvbuf`, `metrics`, `clock`, `xleave`, `txtimestamp` and
+//! `holdover`.
 
 use super::addr;
 use super::builder::{At, Builder};
 use super::model::{ClockChoice, IoChoice, RCVBUF_RANGE, XLEAVE_ENTRIES_RANGE};
-use super::words::{exactly_one, parse_size, quoted, quoted_all};
+use super::words::{exactly_one, number_in, parse_size, quoted, quoted_all};
 
 /// `listen ADDRESS[:PORT]`.
 pub(super) fn listen(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
@@ -121,6 +122,17 @@ pub(super) fn xleave(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), 
     if let Some(entries) = table {
         b.config.xleave.table_entries = entries;
     }
+    Ok(())
+}
+
+/// `holdover SECONDS`: how long the clock is still served as synchronized
+/// with no selectable upstream.
+pub(super) fn holdover(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    let seconds = exactly_one("holdover", args, "seconds 1..=86400")?;
+    let seconds = number_in("holdover", Some(seconds), (1, 86_400))?;
+    b.once("holdover", at);
+    // 1..=86400 fits u32.
+    b.config.holdover = Some(seconds as u32);
     Ok(())
 }
 

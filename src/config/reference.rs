@@ -85,6 +85,11 @@ pub const DIRECTIVES: &[DirectiveDoc] = &[
         description: "Kernel transmit timestamps on the listening sockets (on by default): they measure how accurate each reply's transmit timestamp was, calibrate the estimate, and feed the interleaved mode.",
     },
     DirectiveDoc {
+        name: "holdover",
+        synopsis: "holdover SECONDS",
+        description: "How long the clock is still served as synchronized when no upstream is selectable (1 to 86400; default 3600); after it, LI 3 and stratum 0 until an upstream is back.",
+    },
+    DirectiveDoc {
         name: "local",
         synopsis: "local stratum N",
         description: "Serve the host clock at stratum N and poll no upstream (tests and standalone use).",

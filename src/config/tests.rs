@@ -216,6 +216,7 @@ io uring
 metrics 127.0.0.1:9123
 clock software
 local stratum 10
+holdover 600
 ");
     let shown: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
     assert_eq!(
@@ -288,6 +289,7 @@ local stratum 10
     assert_eq!(config.metrics, Some(sock("127.0.0.1:9123")));
     assert_eq!(config.clock, ClockChoice::Software);
     assert_eq!(config.local_stratum, Some(10));
+    assert_eq!(config.holdover, Some(600));
 }
 
 #[test]
@@ -391,6 +393,17 @@ fn errors_name_file_and_line() {
         ("rcvbuf 99999999999999999999999M\n", 1, "rcvbuf: expected"),
         ("rcvbuf 1M 2M\n", 1, "got extra \"2M\""),
         ("workers 1025\n", 1, "got \"1025\""),
+        (
+            "holdover 0\n",
+            1,
+            "holdover: expected a number 1..=86400, got \"0\"",
+        ),
+        ("holdover 1h\n", 1, "got \"1h\""),
+        (
+            "holdover\n",
+            1,
+            "holdover: expected seconds 1..=86400, got nothing",
+        ),
         ("workers\n", 1, "got nothing"),
         (
             "io epoll\n",

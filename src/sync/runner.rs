@@ -250,9 +250,19 @@ impl Upstreams {
             self.receive_replies();
             self.update();
         }
+        // A slew in progress ends with the process: its rate must not stay
+        // in the kernel for good.
+        let now = self.now();
+        match self.engine.finish(now, self.clock.control()) {
+            Ok(true) => log::info!(
+                "clock: slew in progress ended at exit; the frequency stays at its measured value"
+            ),
+            Ok(false) => {}
+            Err(e) => log::warn!("clock: {e}"),
+        }
         // A last driftfile on the way out, so a restart resumes from here.
         if self.engine.is_synchronized() {
-            self.write_driftfile(self.now(), true);
+            self.write_driftfile(now, true);
         }
     }
 
@@ -420,7 +430,13 @@ impl Upstreams {
         let Some(file) = &self.options.driftfile else {
             return;
         };
-        if !force && !super::driftfile::should_write(self.last_drift_write, now) {
+        let sd = self.engine.frequency_sd_ppm();
+        let due = if force {
+            super::driftfile::is_measured(sd)
+        } else {
+            super::driftfile::should_write(self.last_drift_write, now, sd)
+        };
+        if !due {
             return;
         }
         if let Err(e) = file.write(self.engine.frequency_ppm()) {

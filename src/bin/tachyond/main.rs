@@ -344,6 +344,9 @@ fn engine_config(config: &Config, precision: i8) -> EngineConfig {
     if let Some(n) = config.min_sources {
         engine.minsane = Some(n as usize);
     }
+    if let Some(seconds) = config.holdover {
+        engine.holdover = f64::from(seconds);
+    }
     if let Some(step) = config.makestep {
         engine.discipline.step_threshold = step.threshold.as_secs_f64();
         engine.discipline.step_limit = step.limit.map_or(u64::MAX, u64::from);

@@ -85,6 +85,7 @@ impl Reloader {
             ),
             (new.makestep != old.makestep, "makestep"),
             (new.min_sources != old.min_sources, "minsources"),
+            (new.holdover != old.holdover, "holdover"),
             (new.leapfile != old.leapfile, "leapfile"),
             (new.local_stratum != old.local_stratum, "local"),
         ] {
