@@ -95,9 +95,9 @@ fn benches(c: &mut Criterion) {
                 now += 1_000_000;
                 let reply = responder.handle(black_box(&req), peers[i], Some(now), &mut out);
                 // The transmit timestamp, as a worker writes it before sending.
-                if let Some(rx_ns) = reply.map(|r| r.rx_ns) {
+                if let Some(reply) = &reply {
                     let tx_ns = tachyon::clock::system_unix_ns();
-                    responder.stamp_transmit(&mut out, rx_ns, tx_ns);
+                    responder.stamp_transmit(&mut out, reply, tx_ns);
                 }
                 black_box(reply)
             })

@@ -9,6 +9,8 @@
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod endpoint;
+pub mod manual;
 pub mod metrics;
 pub mod observe;
 pub mod privileges;

@@ -101,6 +101,9 @@ pub fn unix_ns_to_ntp(unix_ns: i64) -> NtpTimestamp {
 pub struct ServerState {
     pub system: SystemInfo,
     pub correction: ClockCorrection,
+    /// How many times the clock was stepped since the start: timestamps
+    /// kept from before a step are not to be served after it.
+    pub clock_steps: u64,
 }
 
 impl ServerState {
@@ -108,11 +111,12 @@ impl ServerState {
         ServerState {
             system: SystemInfo::unsynchronized(precision),
             correction: ClockCorrection::default(),
+            clock_steps: 0,
         }
     }
 }
 
-const WORDS: usize = 7;
+const WORDS: usize = 8;
 
 fn encode(state: &ServerState) -> [u64; WORDS] {
     let sys = &state.system;
@@ -128,6 +132,7 @@ fn encode(state: &ServerState) -> [u64; WORDS] {
         state.correction.offset.to_bits(),
         state.correction.frequency.to_bits(),
         state.correction.epoch_unix_ns as u64,
+        state.clock_steps,
     ]
 }
 
@@ -148,6 +153,7 @@ fn decode(words: &[u64; WORDS]) -> ServerState {
             frequency: f64::from_bits(words[5]),
             epoch_unix_ns: words[6] as i64,
         },
+        clock_steps: words[7],
     }
 }
 
@@ -210,6 +216,7 @@ mod tests {
                 frequency: n as f64 * 1e-9,
                 epoch_unix_ns: n as i64 * 3,
             },
+            clock_steps: n / 7,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Real NTP clients accept tachyond's answers: ntpdig (NTPsec) and chronyd -Q
-//! (chrony), with each I/O backend.
+//! (chrony), with each I/O backend; chronyd with `xleave` gets interleaved
+//! replies (RFC 9769).
 //!
 //! ntpdig only asks port 123, so each of its tests binds its own 127.0.x.y:123
 //! (needs root or CAP_NET_BIND_SERVICE, as in CI).
@@ -96,5 +97,72 @@ fn chronyd_query_accepts_the_answer() {
         drop(daemon);
         // Give the next daemon a clean start.
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// chronyd -Q with `xleave` on, and the measurements it logged: the mode
+/// column (the second to last but one, "4B" basic, "4I" interleaved) of each.
+fn chronyd_xleave_modes(backend: &str, extra_config: &str) -> Vec<String> {
+    let port = free_port();
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let daemon = Daemon::start(
+        &format!("{}{extra_config}", config(backend, &server.to_string(), 2)),
+        server,
+    );
+    let dir = scratch_dir("chronyd-xleave");
+    let out = Command::new("timeout")
+        .args(["30", "chronyd", "-Q", "-f", "/dev/null", "-u", "root"])
+        .arg(format!(
+            "server 127.0.0.1 port {port} iburst xleave maxsamples 8"
+        ))
+        .arg(format!("pidfile {}/chronyd.pid", dir.display()))
+        .arg("cmdport 0")
+        .arg(format!("logdir {}", dir.display()))
+        .arg("log measurements")
+        .output()
+        .expect("run chronyd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{backend}: chronyd -Q failed: {stderr}"
+    );
+    let log = std::fs::read_to_string(dir.join("measurements.log")).expect("measurements.log");
+    drop(daemon);
+    std::thread::sleep(Duration::from_millis(50));
+    log.lines()
+        .filter(|l| l.contains("127.0.0.1"))
+        .map(|l| {
+            // ... Refid MTxRx: "4B K K" is mode 4, basic, kernel TX and RX stamps.
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields[fields.len() - 3].to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn chronyd_with_xleave_gets_interleaved_replies_from_its_third_exchange() {
+    if !have_tool("chronyd", "chrony") {
+        return;
+    }
+    for backend in BACKENDS {
+        let modes = chronyd_xleave_modes(backend, "");
+        assert!(modes.len() >= 4, "{backend}: {modes:?}");
+        // Its first request has no origin, its second names a receive stamp
+        // whose pair the server had no reason to keep (the first request did
+        // not ask): both basic. Every later one is interleaved.
+        assert_eq!(&modes[..2], ["4B", "4B"], "{backend}: {modes:?}");
+        assert!(modes[2..].iter().all(|m| m == "4I"), "{backend}: {modes:?}");
+    }
+}
+
+#[test]
+fn chronyd_with_xleave_gets_basic_replies_when_the_mode_is_off() {
+    if !have_tool("chronyd", "chrony") {
+        return;
+    }
+    for backend in BACKENDS {
+        let modes = chronyd_xleave_modes(backend, "xleave off\n");
+        assert!(modes.len() >= 3, "{backend}: {modes:?}");
+        assert!(modes.iter().all(|m| m == "4B"), "{backend}: {modes:?}");
     }
 }

@@ -15,7 +15,12 @@ fn run(backend: &str) {
     let port = free_port();
     let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut daemon = Daemon::start(
-        &format!("listen {server}\nworkers 2\nio {backend}\nclock software\nlocal stratum 2\n"),
+        // noquery everywhere: mode 6 queries, answered from loopback by
+        // default, are part of the hostile set here.
+        &format!(
+            "listen {server}\nworkers 2\nio {backend}\nclock software\nlocal stratum 2\n\
+             restrict default noquery\n"
+        ),
         server,
     );
     let mut rng = Rng(0x5eed_0000_0000_0001 ^ backend.len() as u64);

@@ -169,7 +169,7 @@ fn the_systemd_unit_verifies() {
         "/scripts/systemd/tachyond.service"
     ))
     .unwrap()
-    .replace("/usr/local/sbin/tachyond", env!("CARGO_BIN_EXE_tachyond"));
+    .replace("/usr/sbin/tachyond", env!("CARGO_BIN_EXE_tachyond"));
     let path = dir.join("tachyond.service");
     std::fs::write(&path, unit).unwrap();
     let out = Command::new("systemd-analyze")

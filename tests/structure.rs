@@ -17,8 +17,10 @@ const LAYERS: &[&str] = &[
     "server",
     "sync",
     "observe",
+    "endpoint",
     "control",
     "metrics",
+    "manual",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -107,8 +107,10 @@ fn mark_of(sources: &serde_json::Value, remote: &str) -> String {
         .unwrap_or_default()
 }
 
-/// ntpdig's offset and stratum for addr:123.
-fn ntpdig(addr: &str) -> (f64, u64) {
+/// One ntpdig exchange: (offset, its error bound, stratum). The bound is what
+/// ntpdig prints after "+/-" (half the round trip plus precision); its JSON
+/// calls it "precision".
+fn ntpdig(addr: &str) -> (f64, f64, u64) {
     let out = Command::new("ntpdig")
         .args(["--json", "-t", "3", addr])
         .output()
@@ -122,6 +124,7 @@ fn ntpdig(addr: &str) -> (f64, u64) {
     let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     (
         v["offset"].as_f64().unwrap(),
+        v["precision"].as_f64().unwrap(),
         v["stratum"].as_u64().unwrap(),
     )
 }
@@ -212,12 +215,15 @@ fn selects_the_honest_majority_and_rejects_the_falseticker() {
     let status = tachyonctl_json(&daemon, "status");
     assert_eq!(status["stratum"], 2);
 
-    let (offset, stratum) = ntpdig("127.0.4.10");
-    eprintln!("ntpdig: tachyond offset {offset:+.6} s, stratum {stratum}");
+    let (offset, bound, stratum) = ntpdig("127.0.4.10");
+    eprintln!("ntpdig: tachyond offset {offset:+.6} s +/- {bound:.6} s, stratum {stratum}");
     assert_eq!(stratum, 2);
+    // One exchange is off by up to its error bound (half the round trip),
+    // which a loaded host can stretch past the 1 ms the served time itself
+    // is held to.
     assert!(
-        offset.abs() < 0.001,
-        "served time {offset} s from the host clock"
+        offset.abs() < 0.001 + bound,
+        "served time {offset} s (+/- {bound} s) from the host clock"
     );
     // The per-source metrics say the same.
     let (_, metrics) = scrape_metrics("127.0.4.10:19123".parse().unwrap());
@@ -232,17 +238,17 @@ fn selects_the_honest_majority_and_rejects_the_falseticker() {
     let log = daemon.stop();
     assert!(log.contains("127.0.4.4 is a falseticker"), "{log}");
 
-    // The driftfile was written on the way out, and a restart resumes from it.
-    let text = std::fs::read_to_string(&drift).expect("driftfile written");
-    let ppm: f64 = text.trim().parse().expect("one number");
-    assert!(ppm.abs() < 100.0, "{ppm}");
+    // Seconds of samples do not measure the frequency to 0.5 ppm: nothing was
+    // written, since a restart would trust the value as a measurement.
+    assert!(!drift.exists(), "driftfile written after a few seconds");
+    // A restart resumes from a driftfile, and leaves it alone while its own
+    // frequency is not yet measured.
+    std::fs::write(&drift, "12.345\n").unwrap();
     let daemon = Daemon::start_with(&config, listen, &["--allow-root"]);
     std::thread::sleep(Duration::from_millis(300));
     let log = daemon.stop();
-    assert!(
-        log.contains("driftfile") && log.contains("starting at"),
-        "{log}"
-    );
+    assert!(log.contains("starting at +12.345 ppm"), "{log}");
+    assert_eq!(std::fs::read_to_string(&drift).unwrap(), "12.345\n");
 }
 
 #[test]
@@ -266,12 +272,14 @@ fn serves_the_upstreams_time_not_the_hosts() {
         status["synchronized"] == true
     });
     wait_until_settled(&daemon, listen, 0.5);
-    let (offset, stratum) = ntpdig("127.0.5.10");
-    eprintln!("ntpdig: tachyond offset {offset:+.6} s (upstreams +0.5 s), stratum {stratum}");
+    let (offset, bound, stratum) = ntpdig("127.0.5.10");
+    eprintln!(
+        "ntpdig: tachyond offset {offset:+.6} s +/- {bound:.6} s (upstreams +0.5 s), stratum {stratum}"
+    );
     assert_eq!(stratum, 2);
     assert!(
-        (offset - 0.5).abs() < 0.001,
-        "served {offset} s from the host, upstreams 0.5"
+        (offset - 0.5).abs() < 0.001 + bound,
+        "served {offset} s (+/- {bound} s) from the host, upstreams 0.5"
     );
     let status = tachyonctl_json(&daemon, "status");
     assert!(

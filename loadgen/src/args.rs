@@ -84,6 +84,15 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = TxStamp::User)]
     pub tx_timestamp: TxStamp,
 
+    /// Clients follow RFC 9769's interleaved mode: each request names the
+    /// receive timestamp of its client's last reply as its origin, so a
+    /// server that supports the mode answers with the exact transmit
+    /// timestamp of that reply. Reports basic, interleaved and invalid
+    /// replies and the offset each mode gives (NTPv4 only). Use enough
+    /// clients that each has its reply before its next request.
+    #[arg(long)]
+    pub interleaved: bool,
+
     /// Accept unsynchronized replies (LI 3, or stratum 0 that is not a
     /// RATE/DENY/RSTR kiss, or stratum 16) as answers; counted separately.
     #[arg(long)]

@@ -38,6 +38,12 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
+    // The package build's manual page, ntp-blast(1).
+    if std::env::args().nth(1).as_deref() == Some("--generate-man") {
+        let command = <Args as clap::CommandFactory>::command();
+        print!("{}", tachyon::manual::command_page(command, "1"));
+        return ExitCode::SUCCESS;
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(code) => code,
@@ -64,6 +70,7 @@ struct ConfigOut {
     ntp_version: u8,
     tx_timestamp: String,
     allow_unsync: bool,
+    interleaved: bool,
     max_requests: u64,
 }
 
@@ -136,6 +143,7 @@ fn run(args: &Args) -> Result<ExitCode> {
             version: args.ntp_version,
             request_len: HEADER_LEN,
             allow_unsync: args.allow_unsync,
+            interleaved: args.interleaved,
         },
         tx_kernel: args.tx_timestamp == TxStamp::Kernel,
         max_requests: args.max_requests,
@@ -237,6 +245,9 @@ fn check_args(args: &Args, target: SocketAddr) -> Result<()> {
     }
     if matches!(args.pattern, Pattern::Poll { .. }) && args.ramp.is_some() {
         bail!("--ramp applies to --pattern flood only");
+    }
+    if args.interleaved && args.ntp_version != 4 {
+        bail!("--interleaved: the interleaved mode is NTPv4's (--ntp-version 4)");
     }
     Ok(())
 }
@@ -483,6 +494,7 @@ fn config_out(args: &Args, cfg: &RunConfig, steps: &[Step]) -> ConfigOut {
         ntp_version: args.ntp_version,
         tx_timestamp: if cfg.tx_kernel { "kernel" } else { "user" }.into(),
         allow_unsync: args.allow_unsync,
+        interleaved: args.interleaved,
         max_requests: args.max_requests,
     }
 }

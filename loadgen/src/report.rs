@@ -278,16 +278,38 @@ pub fn summary_text(target: &str, elapsed_s: f64, t: &Summary, how_t1: &str) -> 
     if !t.kod_by_code.is_empty() {
         let _ = writeln!(o, "KoD by code: {}", kv(&t.kod_by_code));
     }
+    if t.interleaved > 0 || t.invalid_by_reason.contains_key("interleaved_t3") {
+        let mean = |m: Option<f64>| m.map_or_else(|| "-".to_string(), |v| format!("{v:+.3} µs"));
+        let _ = writeln!(
+            o,
+            "interleaved mode: interleaved {} ({:.3}% of answers) | basic {} | invalid \
+             interleaved {} | mean offset: basic {}, interleaved {}",
+            t.interleaved,
+            t.interleaved_pct,
+            t.basic,
+            t.invalid_by_reason
+                .get("interleaved_t3")
+                .copied()
+                .unwrap_or(0),
+            mean(t.offset_mean_us),
+            mean(t.offset_mean_interleaved_us),
+        );
+    }
     let _ = writeln!(
         o,
         "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "µs", "min", "mean", "p50", "p90", "p99", "p99.9", "max"
     );
-    for (name, p) in [
+    let mut rows = vec![
         ("round trip T4-T1", &t.rtt_us),
         ("server T3-T2", &t.server_us),
         ("|offset| (same clock)", &t.time_error_us),
-    ] {
+    ];
+    if t.time_error_interleaved_us.count > 0 {
+        rows.push(("|offset| interleaved", &t.time_error_interleaved_us));
+    }
+    rows.push(("read T4 waited", &t.read_delay_us));
+    for (name, p) in rows {
         if p.count == 0 {
             let _ = writeln!(o, "{name:<22} {:>9}", "-");
         } else {
@@ -297,6 +319,20 @@ pub fn summary_text(target: &str, elapsed_s: f64, t: &Summary, how_t1: &str) -> 
                 p.min, p.mean, p.p50, p.p90, p.p99, p.p999, p.max
             );
         }
+    }
+    let a = &t.reply_after_t3_us;
+    if a.count > 0 {
+        let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        let _ = writeln!(
+            o,
+            "T4-T3 of basic replies, µs: mean {}  p1 {}  p50 {}  p99 {}  p99.9 {} (on a veth pair: \
+             the server's T3 error)",
+            f(a.mean),
+            f(a.p1),
+            f(a.p50),
+            f(a.p99),
+            f(a.p999)
+        );
     }
     let _ = write!(o, "timestamps: T1 {how_t1}; T4 kernel software RX stamp");
     if t.no_rx_stamp > 0 {

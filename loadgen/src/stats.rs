@@ -56,8 +56,111 @@ pub struct Stats {
     /// Server processing time T3 - T2, ns.
     pub server: Histogram<u64>,
     /// |offset| = |((T2 - T1) + (T3 - T4)) / 2|, ns: the server's timestamp error
-    /// where client and server share a clock.
+    /// where client and server share a clock. Basic replies only.
     pub time_error: Histogram<u64>,
+    /// The signed offsets of basic replies, summed (their mean is the
+    /// asymmetry of the server's timestamps), ns.
+    pub offset_sum: i64,
+    /// Good answers in the basic and in the interleaved mode (RFC 9769,
+    /// with --interleaved).
+    pub basic: u64,
+    pub interleaved: u64,
+    /// |offset| of the exchange an interleaved reply completes: the reply
+    /// before's T1, T2, T4 and the exact T3 this reply carries, ns.
+    pub time_error_interleaved: Histogram<u64>,
+    pub offset_sum_interleaved: i64,
+    /// T4 - T3 of basic replies, ns: how long after the transmit timestamp
+    /// it carries the reply arrived. On a veth pair, where the kernel stamps
+    /// the arrival as the sender's driver hands the reply over, this is the
+    /// server's T3 error measured from outside, the same way for any server.
+    pub reply_after_t3: SignedHistogram,
+    /// How long answers waited in ntp-blast's sockets: the read time minus
+    /// the kernel's arrival stamp, ns. A generator that timestamps answers
+    /// when it reads them adds this to every T4.
+    pub read_delay: Histogram<u64>,
+}
+
+/// A histogram of signed nanoseconds: magnitudes below zero and from zero up.
+#[derive(Clone)]
+pub struct SignedHistogram {
+    below: Histogram<u64>,
+    above: Histogram<u64>,
+    sum: i64,
+}
+
+impl Default for SignedHistogram {
+    fn default() -> Self {
+        SignedHistogram {
+            below: new_hist(),
+            above: new_hist(),
+            sum: 0,
+        }
+    }
+}
+
+impl SignedHistogram {
+    pub fn record(&mut self, ns: i64) {
+        if ns < 0 {
+            self.below.saturating_record(ns.unsigned_abs());
+        } else {
+            self.above.saturating_record(ns as u64);
+        }
+        self.sum += ns;
+    }
+
+    fn merge(&mut self, o: &SignedHistogram) {
+        let _ = self.below.add(&o.below);
+        let _ = self.above.add(&o.above);
+        self.sum += o.sum;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.below.len() + self.above.len()
+    }
+
+    /// The value at quantile `q`, ns.
+    pub fn quantile(&self, q: f64) -> Option<i64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let negatives = self.below.len();
+        if rank <= negatives {
+            let magnitude_rank = negatives - rank + 1;
+            let m = self
+                .below
+                .value_at_quantile(magnitude_rank as f64 / negatives as f64);
+            return Some(-(m as i64));
+        }
+        let q_above = (rank - negatives) as f64 / self.above.len() as f64;
+        Some(self.above.value_at_quantile(q_above.min(1.0)) as i64)
+    }
+}
+
+/// Percentiles of a signed quantity, µs.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SignedPercentiles {
+    pub count: u64,
+    pub mean: Option<f64>,
+    pub p1: Option<f64>,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub p999: Option<f64>,
+}
+
+impl SignedPercentiles {
+    pub fn of(h: &SignedHistogram) -> Self {
+        let us = |q| h.quantile(q).map(|ns| round3(ns as f64 / 1000.0));
+        SignedPercentiles {
+            count: h.count(),
+            mean: mean_us(h.sum, h.count()),
+            p1: us(0.01),
+            p50: us(0.5),
+            p99: us(0.99),
+            p999: us(0.999),
+        }
+    }
 }
 
 impl Default for Stats {
@@ -82,6 +185,13 @@ impl Default for Stats {
             rtt: new_hist(),
             server: new_hist(),
             time_error: new_hist(),
+            offset_sum: 0,
+            basic: 0,
+            interleaved: 0,
+            time_error_interleaved: new_hist(),
+            offset_sum_interleaved: 0,
+            reply_after_t3: SignedHistogram::default(),
+            read_delay: new_hist(),
         }
     }
 }
@@ -116,6 +226,18 @@ impl Stats {
         self.rtt.saturating_record(rtt_ns.max(0) as u64);
         self.server.saturating_record(server_ns.max(0) as u64);
         self.time_error.saturating_record(error_ns.unsigned_abs());
+        self.offset_sum += error_ns;
+        self.basic += 1;
+    }
+
+    /// Records one interleaved answer: its own round trip, and the offset
+    /// of the exchange it completes, in ns.
+    pub fn record_interleaved(&mut self, rtt_ns: i64, error_ns: i64) {
+        self.rtt.saturating_record(rtt_ns.max(0) as u64);
+        self.time_error_interleaved
+            .saturating_record(error_ns.unsigned_abs());
+        self.offset_sum_interleaved += error_ns;
+        self.interleaved += 1;
     }
 
     pub fn merge(&mut self, o: &Stats) {
@@ -147,6 +269,13 @@ impl Stats {
         let _ = self.rtt.add(&o.rtt);
         let _ = self.server.add(&o.server);
         let _ = self.time_error.add(&o.time_error);
+        self.offset_sum += o.offset_sum;
+        self.basic += o.basic;
+        self.interleaved += o.interleaved;
+        let _ = self.time_error_interleaved.add(&o.time_error_interleaved);
+        self.offset_sum_interleaved += o.offset_sum_interleaved;
+        self.reply_after_t3.merge(&o.reply_after_t3);
+        let _ = self.read_delay.add(&o.read_delay);
     }
 
     /// Counts and percentiles, ready to print or serialize. `secs` is the
@@ -193,6 +322,18 @@ impl Stats {
             rtt_us: Percentiles::of(&self.rtt),
             server_us: Percentiles::of(&self.server),
             time_error_us: Percentiles::of(&self.time_error),
+            basic: self.basic,
+            interleaved: self.interleaved,
+            interleaved_pct: if self.answered == 0 {
+                0.0
+            } else {
+                round3(100.0 * self.interleaved as f64 / self.answered as f64)
+            },
+            offset_mean_us: mean_us(self.offset_sum, self.basic),
+            time_error_interleaved_us: Percentiles::of(&self.time_error_interleaved),
+            offset_mean_interleaved_us: mean_us(self.offset_sum_interleaved, self.interleaved),
+            reply_after_t3_us: SignedPercentiles::of(&self.reply_after_t3),
+            read_delay_us: Percentiles::of(&self.read_delay),
         }
     }
 }
@@ -251,6 +392,11 @@ impl Percentiles {
     }
 }
 
+/// The mean of `count` values summing to `sum_ns`, in µs.
+fn mean_us(sum_ns: i64, count: u64) -> Option<f64> {
+    (count > 0).then(|| round3(sum_ns as f64 / count as f64 / 1000.0))
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -286,6 +432,21 @@ pub struct Summary {
     pub rtt_us: Percentiles,
     pub server_us: Percentiles,
     pub time_error_us: Percentiles,
+    /// Good answers in the basic mode and in the interleaved mode, and the
+    /// share of all answers that were interleaved (%).
+    pub basic: u64,
+    pub interleaved: u64,
+    pub interleaved_pct: f64,
+    /// Mean signed offset of the basic answers (the server's asymmetry), µs.
+    pub offset_mean_us: Option<f64>,
+    /// |offset| of the exchanges interleaved answers complete, and their
+    /// mean signed offset, µs.
+    pub time_error_interleaved_us: Percentiles,
+    pub offset_mean_interleaved_us: Option<f64>,
+    /// T4 - T3 of basic replies (the server's T3 error on a veth pair), µs.
+    pub reply_after_t3_us: SignedPercentiles,
+    /// How long answers waited in ntp-blast's sockets before it read them.
+    pub read_delay_us: Percentiles,
 }
 
 #[cfg(test)]
@@ -316,6 +477,56 @@ mod tests {
             Percentiles::of(&Stats::default().rtt),
             Percentiles::default()
         );
+    }
+
+    #[test]
+    fn interleaved_answers_are_counted_apart() {
+        let mut s = Stats {
+            answered: 4,
+            ..Default::default()
+        };
+        s.record_times(40_000, 10_000, 2_000);
+        s.record_interleaved(40_000, -100);
+        s.record_interleaved(40_000, 300);
+        s.record_interleaved(40_000, 100);
+        let mut other = Stats {
+            answered: 1,
+            ..Default::default()
+        };
+        other.record_interleaved(40_000, 100);
+        s.merge(&other);
+        let sum = s.summary(1.0);
+        assert_eq!((sum.basic, sum.interleaved), (1, 4));
+        assert!((sum.interleaved_pct - 80.0).abs() < 1e-9);
+        assert_eq!(sum.offset_mean_us, Some(2.0));
+        assert_eq!(sum.offset_mean_interleaved_us, Some(0.1));
+        assert_eq!(sum.time_error_interleaved_us.count, 4);
+        assert_eq!(sum.time_error_us.count, 1);
+        assert_eq!(sum.rtt_us.count, 5);
+        assert_eq!(Stats::default().summary(1.0).offset_mean_us, None);
+    }
+
+    #[test]
+    fn signed_percentiles_span_zero() {
+        let mut h = SignedHistogram::default();
+        for v in -500..500i64 {
+            h.record(v * 10);
+        }
+        let mut other = SignedHistogram::default();
+        other.record(20_000);
+        h.merge(&other);
+        let p = SignedPercentiles::of(&h);
+        assert_eq!(p.count, 1001);
+        assert!((p.p50.unwrap()).abs() <= 0.02, "{p:?}");
+        assert!((p.p1.unwrap() + 4.9).abs() <= 0.02, "{p:?}");
+        assert!((p.p99.unwrap() - 4.9).abs() <= 0.02, "{p:?}");
+        // The 1000th of 1001 values; the 20 µs one is the 1001st.
+        assert!((p.p999.unwrap() - 4.99).abs() <= 0.02, "{p:?}");
+        let top = h.quantile(1.0).unwrap();
+        assert!((20_000..=20_020).contains(&top), "{top}");
+        // (-5000 + 20000) / 1001 ns.
+        assert_eq!(p.mean, Some(0.015));
+        assert_eq!(SignedPercentiles::of(&SignedHistogram::default()).p50, None);
     }
 
     #[test]

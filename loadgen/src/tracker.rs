@@ -49,6 +49,12 @@ const EMPTY: Entry = Entry {
     kernel_t1: false,
 };
 
+/// In the interleaved mode (RFC 9769) a request carries its nonce twice: as
+/// its transmit timestamp, which a basic reply echoes as its origin, and,
+/// changed by this mask in the high bits (so still in the same slot), as its
+/// receive timestamp, which an interleaved reply echoes instead.
+pub const INTERLEAVED_NONCE: u64 = 0x5a5a_0000_0000_0000;
+
 /// Result of looking up the origin timestamp of an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookup {
@@ -209,13 +215,22 @@ impl Tracker {
 
     /// Finds the request an origin timestamp answers, and marks it answered
     /// (so a second answer is a duplicate).
+    #[cfg(test)]
     pub fn lookup(&mut self, origin: u64) -> Lookup {
+        self.lookup_reply(origin, false).0
+    }
+
+    /// Like [`Tracker::lookup`]; with `interleaved`, an origin equal to a
+    /// request's second nonce ([`INTERLEAVED_NONCE`]) also matches, and the
+    /// second value says it was that one (an interleaved reply).
+    pub fn lookup_reply(&mut self, origin: u64, interleaved: bool) -> (Lookup, bool) {
         let slot = (origin & self.mask) as usize;
         let e = &mut self.ring[slot];
-        if e.nonce != origin {
-            return Lookup::Unknown;
+        let by_receive = interleaved && e.nonce ^ INTERLEAVED_NONCE == origin;
+        if e.nonce != origin && !by_receive {
+            return (Lookup::Unknown, false);
         }
-        match e.state {
+        let found = match e.state {
             State::Outstanding => {
                 e.state = State::Answered;
                 self.outstanding -= 1;
@@ -227,7 +242,13 @@ impl Tracker {
                 Lookup::Late
             }
             State::Free | State::Pending => Lookup::Unknown,
-        }
+        };
+        (found, by_receive)
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.ring.len()
     }
 
     /// Expires every request sent at or before `deadline_ns` (T1 + timeout has
@@ -321,6 +342,18 @@ mod tests {
         let (_, _, evicted) = t.alloc(0, 0);
         assert!(evicted.is_some());
         assert_eq!(t.outstanding(), 1023);
+    }
+
+    #[test]
+    fn an_interleaved_reply_is_found_by_the_second_nonce() {
+        let mut t = Tracker::new(1024, 5);
+        let (s, n, _) = t.alloc(0, 0);
+        t.commit(s, 0);
+        let second = n ^ INTERLEAVED_NONCE;
+        assert_eq!(second & 1023, s as u64, "same slot");
+        assert_eq!(t.lookup(second), Lookup::Unknown, "only when asked for");
+        assert_eq!(t.lookup_reply(second, true), (Lookup::Outstanding(s), true));
+        assert_eq!(t.lookup_reply(n, true), (Lookup::Duplicate, false));
     }
 
     #[test]

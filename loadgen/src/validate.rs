@@ -30,10 +30,15 @@ pub enum Invalid {
     Stratum,
     /// LI 3 or stratum 16 (and --allow-unsync not given).
     Unsynchronized,
+    /// An interleaved reply whose transmit timestamp (the exact departure of
+    /// the reply before) is not between that reply's receive timestamp and
+    /// this one's, or that answers no request the client knows the reply
+    /// before of.
+    Interleaved,
 }
 
 impl Invalid {
-    pub const ALL: [Invalid; 11] = [
+    pub const ALL: [Invalid; 12] = [
         Invalid::Short,
         Invalid::WrongSource,
         Invalid::WrongSocket,
@@ -45,6 +50,7 @@ impl Invalid {
         Invalid::ZeroTimestamp,
         Invalid::Stratum,
         Invalid::Unsynchronized,
+        Invalid::Interleaved,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +66,7 @@ impl Invalid {
             Invalid::ZeroTimestamp => "zero_timestamp",
             Invalid::Stratum => "stratum",
             Invalid::Unsynchronized => "unsynchronized",
+            Invalid::Interleaved => "interleaved_t3",
         }
     }
 
@@ -92,14 +99,18 @@ pub struct Expect {
     pub version: u8,
     pub request_len: usize,
     pub allow_unsync: bool,
+    /// Requests ask for the interleaved mode (RFC 9769).
+    pub interleaved: bool,
 }
 
 /// Kiss codes that tell a client to back off or go away; never "unsynchronized".
 pub const REJECTING_KISSES: [[u8; 4]; 3] = [*b"RATE", *b"DENY", *b"RSTR"];
 
 /// Checks a reply whose origin already matched. Order: mode, version, length,
-/// then KoD, then the synchronization and timestamp rules.
-pub fn check_reply(bytes: &[u8], h: &Header, expect: &Expect) -> Verdict {
+/// then KoD, then the synchronization and timestamp rules. An interleaved
+/// reply's transmit timestamp belongs to the reply before, so T3 >= T2 is
+/// not asked of it (the caller checks it against that reply).
+pub fn check_reply(bytes: &[u8], h: &Header, expect: &Expect, interleaved: bool) -> Verdict {
     if h.mode != Mode::Server {
         return Verdict::Invalid(Invalid::Mode);
     }
@@ -132,7 +143,7 @@ pub fn check_reply(bytes: &[u8], h: &Header, expect: &Expect) -> Verdict {
     if t2.is_zero() || t3.is_zero() {
         return Verdict::Invalid(Invalid::ZeroTimestamp);
     }
-    if t3.seconds_since(t2) < 0.0 {
+    if !interleaved && t3.seconds_since(t2) < 0.0 {
         return Verdict::Invalid(Invalid::T2AfterT3);
     }
     if unsync {
@@ -145,8 +156,13 @@ pub fn check_reply(bytes: &[u8], h: &Header, expect: &Expect) -> Verdict {
 /// Everything an arriving datagram can turn out to be.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Outcome {
-    /// It answers the outstanding request in `slot`; the verdict says how well.
-    Answer { slot: usize, verdict: Verdict },
+    /// It answers the outstanding request in `slot`; the verdict says how
+    /// well; `interleaved`: in the interleaved mode.
+    Answer {
+        slot: usize,
+        verdict: Verdict,
+        interleaved: bool,
+    },
     /// A second answer to one request.
     Duplicate,
     /// An answer that came after the request had timed out.
@@ -174,20 +190,21 @@ pub fn classify(
         return Outcome::Invalid(Invalid::Short);
     };
     let origin = h.origin_ts.to_bits();
-    match tracker.lookup(origin) {
+    let (found, interleaved) = tracker.lookup_reply(origin, expect.interleaved);
+    match found {
         Lookup::Unknown => Outcome::Invalid(Invalid::UnknownOrigin),
         Lookup::Duplicate => Outcome::Duplicate,
         Lookup::Late => Outcome::Late,
         Lookup::Outstanding(slot) => {
-            if tracker.entry(slot).client != client {
-                return Outcome::Answer {
-                    slot,
-                    verdict: Verdict::Invalid(Invalid::WrongSocket),
-                };
-            }
+            let verdict = if tracker.entry(slot).client != client {
+                Verdict::Invalid(Invalid::WrongSocket)
+            } else {
+                check_reply(bytes, &h, expect, interleaved)
+            };
             Outcome::Answer {
                 slot,
-                verdict: check_reply(bytes, &h, expect),
+                verdict,
+                interleaved,
             }
         }
     }
@@ -211,6 +228,7 @@ mod tests {
         version: 4,
         request_len: 48,
         allow_unsync: false,
+        interleaved: false,
     };
 
     fn ts(secs: f64) -> NtpTimestamp {
@@ -271,6 +289,46 @@ mod tests {
             v => panic!("{v:?}"),
         }
         assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    fn an_interleaved_reply_echoes_the_second_nonce() {
+        use crate::tracker::INTERLEAVED_NONCE;
+        let expect = Expect {
+            interleaved: true,
+            ..EXPECT
+        };
+        let (mut t, nonce) = setup();
+        let mut h = good_reply(nonce ^ INTERLEAVED_NONCE);
+        // Its T3 is the reply before's departure: earlier than its T2.
+        h.transmit_ts = ts(-1.0);
+        match classify(&h.to_bytes(), true, 3, &mut t, &expect) {
+            Outcome::Answer {
+                verdict: Verdict::Ok { t3, .. },
+                interleaved: true,
+                ..
+            } => assert_eq!(t3, ts(-1.0)),
+            other => panic!("{other:?}"),
+        }
+        // Not asked for: the same reply matches nothing.
+        let (mut t, nonce) = setup();
+        let h = good_reply(nonce ^ INTERLEAVED_NONCE);
+        assert_eq!(
+            classify(&h.to_bytes(), true, 3, &mut t, &EXPECT),
+            Outcome::Invalid(Invalid::UnknownOrigin)
+        );
+        // A basic reply in an interleaved run still has T3 >= T2 checked.
+        let (mut t, nonce) = setup();
+        let mut h = good_reply(nonce);
+        h.transmit_ts = ts(-1.0);
+        assert!(matches!(
+            classify(&h.to_bytes(), true, 3, &mut t, &expect),
+            Outcome::Answer {
+                verdict: Verdict::Invalid(Invalid::T2AfterT3),
+                interleaved: false,
+                ..
+            }
+        ));
     }
 
     #[test]

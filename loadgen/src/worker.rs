@@ -18,8 +18,8 @@ use crate::args::Pattern;
 use crate::net::{self, Epoll, RecvBatch, SendBatch};
 use crate::pacing::{share, Pacer, PollSchedule, Step};
 use crate::stats::Stats;
-use crate::tracker::{Entry, Tracker};
-use crate::validate::{classify, Expect, Outcome, Verdict};
+use crate::tracker::{Entry, Tracker, INTERLEAVED_NONCE};
+use crate::validate::{classify, Expect, Invalid, Outcome, Verdict};
 
 /// Length of the live reporting interval.
 pub const INTERVAL_NS: u64 = 1_000_000_000;
@@ -116,9 +116,21 @@ struct TxPending {
     t_post: i64,
 }
 
+/// A client's last good exchange: its next request names it (the
+/// interleaved mode, RFC 9769), and the exact T3 of its reply arrives with
+/// the reply to that request.
+#[derive(Clone, Copy, Debug)]
+struct Exchange {
+    t1_ns: i64,
+    t2: NtpTimestamp,
+    t4_ns: i64,
+}
+
 struct Client {
     sock: Socket,
     fd: RawFd,
+    /// With --interleaved: the last good exchange.
+    last: Option<Exchange>,
     /// Kernel TX stamp bookkeeping: the OPT_ID of the next datagram, and the
     /// datagrams still waiting for theirs.
     next_key: u32,
@@ -137,6 +149,8 @@ pub struct Worker {
     epoll: Epoll,
     ready: Vec<(u32, u32)>,
     slots: Vec<(usize, u64)>,
+    /// With --interleaved, per tracker slot: the exchange its request named.
+    named: Vec<Option<Exchange>>,
     /// Per step, the counts of the requests sent in it (created on first use).
     steps: Vec<Option<Box<Stats>>>,
     finalized: Vec<bool>,
@@ -178,6 +192,7 @@ impl Worker {
             clients.push(Client {
                 sock,
                 fd,
+                last: None,
                 next_key: 0,
                 tx_pending: VecDeque::new(),
                 drops: 0,
@@ -205,6 +220,11 @@ impl Worker {
         }
         let n_steps = cfg.steps.len();
         let cap = share(cfg.max_requests, thread, cfg.threads);
+        let named = if cfg.expect.interleaved {
+            vec![None; tracker.capacity()]
+        } else {
+            Vec::new()
+        };
         Ok(Worker {
             thread,
             clients,
@@ -214,6 +234,7 @@ impl Worker {
             epoll,
             ready: Vec::new(),
             slots: vec![(0, 0); cfg.batch],
+            named,
             steps: (0..n_steps).map(|_| None).collect(),
             finalized: vec![false; n_steps],
             sending_ns: vec![0; n_steps],
@@ -383,6 +404,17 @@ impl Worker {
             }
             self.send.buf(i)[40..48].copy_from_slice(&nonce.to_be_bytes());
             self.slots[i] = (slot, nonce);
+            if self.cfg.expect.interleaved {
+                // Origin: the server's receive timestamp of the last reply;
+                // receive: the nonce again, changed, for the interleaved
+                // reply to echo (it must differ from the transmit).
+                let last = self.clients[client].last;
+                let origin = last.map_or(0, |x| x.t2.to_bits());
+                let buf = self.send.buf(i);
+                buf[24..32].copy_from_slice(&origin.to_be_bytes());
+                buf[32..40].copy_from_slice(&(nonce ^ INTERLEAVED_NONCE).to_be_bytes());
+                self.named[slot] = last;
+            }
         }
         let fd = self.clients[client].fd;
         let kernel = self.cfg.tx_kernel;
@@ -421,15 +453,14 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    // The datagram at `i` failed (and used up a TX stamp id).
+                    // The datagram at `i` failed. It took no TX stamp id
+                    // (Linux 6.2 and later roll the count back; seen on 6.18
+                    // for EMSGSIZE and EINVAL); where an older kernel took
+                    // one, the time window catches the mismatch.
                     let give_up = e == libc::EAGAIN || e == libc::ENOBUFS;
                     let failed = if give_up { n - i } else { 1 };
                     for j in i..i + failed {
                         self.tracker.cancel(self.slots[j].0);
-                    }
-                    if kernel {
-                        let c = &mut self.clients[client];
-                        c.next_key = c.next_key.wrapping_add(1);
                     }
                     *self.step_stats(step).send_errors.entry(e).or_insert(0) += failed as u64;
                     *self.interval.send_errors.entry(e).or_insert(0) += failed as u64;
@@ -476,15 +507,23 @@ impl Worker {
             if n == 0 {
                 break;
             }
-            let mut user_now = 0;
+            // When the answers were read: how long they had waited in the
+            // socket since the kernel stamped their arrival.
+            let mut user_now = net::realtime_ns();
             for i in 0..n {
                 let stamp = self.recv.stamp(i);
                 let t4 = if stamp.ns != 0 {
+                    let waited = user_now - stamp.ns;
+                    self.interval
+                        .read_delay
+                        .saturating_record(waited.max(0) as u64);
+                    let step = self.cur_step;
+                    self.step_stats(step)
+                        .read_delay
+                        .saturating_record(waited.max(0) as u64);
                     stamp.ns
                 } else {
-                    if user_now == 0 {
-                        user_now = net::realtime_ns();
-                    }
+                    user_now = net::realtime_ns();
                     self.interval.no_rx_stamp += 1;
                     let step = self.cur_step;
                     self.step_stats(step).no_rx_stamp += 1;
@@ -563,15 +602,14 @@ impl Worker {
     /// Counts one received datagram.
     fn count(&mut self, outcome: Outcome, t4_ns: i64) {
         match outcome {
-            Outcome::Answer { slot, verdict } => {
+            Outcome::Answer {
+                slot,
+                verdict,
+                interleaved,
+            } => {
                 let e = *self.tracker.entry(slot);
                 let fallback = self.cfg.tx_kernel && !e.kernel_t1;
-                let times = match verdict {
-                    Verdict::Ok { t2, t3 } | Verdict::Unsync { t2, t3 } => {
-                        Some(timings(e.t1_ns, t2, t3, t4_ns))
-                    }
-                    _ => None,
-                };
+                let (verdict, sample) = self.sample(slot, &e, verdict, interleaved, t4_ns);
                 let apply = |s: &mut Stats| {
                     s.answered += 1;
                     match verdict {
@@ -580,11 +618,16 @@ impl Worker {
                         Verdict::Kod(code) => s.add_kod(code),
                         Verdict::Invalid(r) => s.add_invalid(r),
                     }
-                    if let Some((rtt, server, err)) = times {
-                        s.record_times(rtt, server, err);
-                        if fallback {
-                            s.t1_fallback += 1;
+                    match sample {
+                        Some(Sample::Basic(rtt, server, err, after_t3)) => {
+                            s.record_times(rtt, server, err);
+                            s.reply_after_t3.record(after_t3);
                         }
+                        Some(Sample::Interleaved(rtt, err)) => s.record_interleaved(rtt, err),
+                        None => return,
+                    }
+                    if fallback {
+                        s.t1_fallback += 1;
                     }
                 };
                 apply(self.step_stats(e.step as usize));
@@ -602,6 +645,41 @@ impl Worker {
                 apply(&mut self.interval);
             }
         }
+    }
+
+    /// The timings an answer gives, and its verdict: an interleaved answer
+    /// whose exact T3 does not fit the exchange its request named is
+    /// invalid. With --interleaved, a good answer becomes its client's last
+    /// exchange.
+    fn sample(
+        &mut self,
+        slot: usize,
+        e: &Entry,
+        verdict: Verdict,
+        interleaved: bool,
+        t4_ns: i64,
+    ) -> (Verdict, Option<Sample>) {
+        let (Verdict::Ok { t2, t3 } | Verdict::Unsync { t2, t3 }) = verdict else {
+            return (verdict, None);
+        };
+        let sample = if interleaved {
+            let Some(err) = interleaved_offset(self.named[slot], t2, t3) else {
+                return (Verdict::Invalid(Invalid::Interleaved), None);
+            };
+            Sample::Interleaved(t4_ns - e.t1_ns, err)
+        } else {
+            let (rtt, server, err) = timings(e.t1_ns, t2, t3, t4_ns);
+            let t3_ns = ntp_ns_near(t3, t4_ns);
+            Sample::Basic(rtt, server, err, t4_ns - t3_ns)
+        };
+        if self.cfg.expect.interleaved {
+            self.clients[e.client as usize].last = Some(Exchange {
+                t1_ns: e.t1_ns,
+                t2,
+                t4_ns,
+            });
+        }
+        (verdict, Some(sample))
     }
 
     fn count_lost(&mut self, e: &Entry) {
@@ -686,6 +764,34 @@ impl Worker {
     }
 }
 
+/// What one answer measured, in ns.
+#[derive(Clone, Copy, Debug)]
+enum Sample {
+    /// Round trip, server time T3 - T2, offset, T4 - T3.
+    Basic(i64, i64, i64, i64),
+    /// Round trip, and the offset of the exchange the answer completes.
+    Interleaved(i64, i64),
+}
+
+/// The offset of the exchange `named` that an interleaved answer completes
+/// (its T2 this answer's receive timestamp, its T3 the exact departure it
+/// carries), in ns. `None` when no exchange was named, or when T3 is not
+/// between the named exchange's T2 and this answer's: the reply it stamps
+/// left after its request arrived and before the next request did.
+fn interleaved_offset(named: Option<Exchange>, t2: NtpTimestamp, t3: NtpTimestamp) -> Option<i64> {
+    let x = named?;
+    if t3.seconds_since(x.t2) < 0.0 || t2.seconds_since(t3) < 0.0 {
+        return None;
+    }
+    Some(timings(x.t1_ns, x.t2, t3, x.t4_ns).2)
+}
+
+/// An NTP timestamp as Unix ns, in the era nearest `near_ns`.
+fn ntp_ns_near(t: NtpTimestamp, near_ns: i64) -> i64 {
+    let (secs, nanos) = t.to_unix_near(near_ns.div_euclid(1_000_000_000));
+    secs * 1_000_000_000 + nanos as i64
+}
+
 /// RTT T4 - T1, server time T3 - T2 and the offset ((T2 - T1) + (T3 - T4)) / 2,
 /// all in ns, from the client's realtime stamps and the server's NTP stamps.
 pub fn timings(t1_ns: i64, t2: NtpTimestamp, t3: NtpTimestamp, t4_ns: i64) -> (i64, i64, i64) {
@@ -705,6 +811,36 @@ pub fn timings(t1_ns: i64, t2: NtpTimestamp, t3: NtpTimestamp, t4_ns: i64) -> (i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interleaved_answer_completes_the_exchange_before() {
+        let t1 = 1_700_000_000_000_000_000i64;
+        let ntp =
+            |ns: i64| NtpTimestamp::from_unix(ns / 1_000_000_000, (ns % 1_000_000_000) as u32);
+        // The exchange before: sent at t1, received by the server 5 µs
+        // later, its reply left 10 µs after that (the exact T3, known only
+        // now) and arrived 5 µs later: offset zero on a shared clock.
+        let before = Exchange {
+            t1_ns: t1,
+            t2: ntp(t1 + 5_000),
+            t4_ns: t1 + 20_000,
+        };
+        let this_t2 = ntp(t1 + 1_000_000);
+        let exact_t3 = ntp(t1 + 15_000);
+        let err = interleaved_offset(Some(before), this_t2, exact_t3).unwrap();
+        assert!(err.abs() <= 1, "{err}");
+        // A T3 before the named request arrived, or after this one did, or
+        // no exchange named: not a valid interleaved answer.
+        assert_eq!(
+            interleaved_offset(Some(before), this_t2, ntp(t1 + 4_000)),
+            None
+        );
+        assert_eq!(
+            interleaved_offset(Some(before), this_t2, ntp(t1 + 2_000_000)),
+            None
+        );
+        assert_eq!(interleaved_offset(None, this_t2, exact_t3), None);
+    }
 
     #[test]
     fn timings_from_stamps() {

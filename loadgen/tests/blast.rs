@@ -417,3 +417,126 @@ fn non_loopback_target_needs_allow_remote() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--allow-remote"), "{}", stderr(&out));
 }
+
+/// tachyon's own workers, in this process, serving a synchronized stratum 1
+/// state, with the interleaved mode on or off.
+fn tachyon_server(xleave: bool) -> (tachyon::server::Server, tachyon::state::StatePublisher) {
+    use tachyon::proto::SystemInfo;
+    use tachyon::server::access::{AccessControl, SharedAccess};
+    use tachyon::server::{Backend, Server, ServerOptions};
+    use tachyon::state::{shared_state, ServerState};
+    let mut state = ServerState::unsynchronized(-20);
+    state.system = SystemInfo {
+        leap: LeapIndicator::NoWarning,
+        stratum: 1,
+        precision: -20,
+        root_delay: 0.0,
+        root_dispersion: 0.0,
+        reference_id: *b"LOCL",
+        reference_time: NtpTimestamp::from_unix(1_700_000_000, 0),
+    };
+    let (publisher, reader) = shared_state(state);
+    let server = Server::start(
+        ServerOptions {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            workers: 1,
+            backend: Backend::Mmsg,
+            access: SharedAccess::new(AccessControl::open()),
+            pin: false,
+            rcvbuf: 1 << 20,
+            tx_timestamps: true,
+            xleave: xleave.then_some(1 << 16),
+            queries: None,
+            xdp: None,
+        },
+        reader,
+    )
+    .expect("start tachyon's workers");
+    // Receive timestamping is turned on globally through deferred work.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    (server, publisher)
+}
+
+fn interleaved_run(target: &str) -> Value {
+    let out = blast(&[
+        target,
+        "--rate",
+        "2000",
+        "--duration",
+        "1s",
+        "--clients",
+        "20",
+        "--interleaved",
+        "--tx-timestamp",
+        "kernel",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    json(&out)
+}
+
+#[test]
+fn interleaved_clients_get_interleaved_answers_from_tachyon() {
+    let (server, _publisher) = tachyon_server(true);
+    let v = interleaved_run(&server.local_addrs()[0].to_string());
+    server.stop().unwrap();
+    let t = &v["totals"];
+    let answered = u(t, "answered");
+    assert!(answered >= 1900, "{t}");
+    assert_eq!(u(t, "invalid"), 0, "{t}");
+    // Each client's first two answers are basic (its first request names
+    // nothing, its second a reply whose pair was not kept); every other is
+    // interleaved.
+    assert!(u(t, "basic") <= 2 * 20 + 5, "{t}");
+    assert_eq!(u(t, "basic") + u(t, "interleaved"), answered, "{t}");
+    assert!(t["interleaved_pct"].as_f64().unwrap() > 97.0, "{t}");
+    let offsets = &t["time_error_interleaved_us"];
+    assert_eq!(u(offsets, "count"), u(t, "interleaved"));
+    // On one clock, with exact transmit timestamps: well under a microsecond
+    // typically (a generous bound for a busy test machine).
+    assert!(offsets["p50"].as_f64().unwrap() < 5.0, "{t}");
+    assert_eq!(v["config"]["interleaved"], Value::Bool(true));
+}
+
+#[test]
+fn interleaved_clients_of_a_basic_server_get_basic_answers() {
+    let (server, _publisher) = tachyon_server(false);
+    let v = interleaved_run(&server.local_addrs()[0].to_string());
+    server.stop().unwrap();
+    let t = &v["totals"];
+    assert_eq!(u(t, "interleaved"), 0, "xleave off: {t}");
+    assert_eq!(u(t, "basic"), u(t, "answered"), "xleave off: {t}");
+    assert_eq!(u(t, "invalid"), 0, "xleave off: {t}");
+    // A server of the basic mode only (it echoes the transmit timestamp).
+    let r = responder("127.0.0.1:0", honest).unwrap();
+    let v = interleaved_run(&r.addr.to_string());
+    r.finish();
+    let t = &v["totals"];
+    assert_eq!(u(t, "interleaved"), 0, "{t}");
+    assert_eq!(u(t, "basic"), u(t, "answered"), "{t}");
+}
+
+/// Pretends every other reply is interleaved (origin = the request's second
+/// nonce), with a transmit timestamp a day off: not the departure of any
+/// reply before.
+fn bogus_interleaved(n: u64, reply: &mut Header) -> bool {
+    if n % 2 == 0 {
+        reply.origin_ts =
+            NtpTimestamp::from_bits(reply.origin_ts.to_bits() ^ 0x5a5a_0000_0000_0000);
+        reply.transmit_ts = reply.receive_ts.add_seconds(86_400.0);
+    }
+    true
+}
+
+#[test]
+fn an_interleaved_answer_with_an_impossible_transmit_timestamp_is_invalid() {
+    let r = responder("127.0.0.1:0", bogus_interleaved).unwrap();
+    let v = interleaved_run(&r.addr.to_string());
+    r.finish();
+    let t = &v["totals"];
+    assert_eq!(u(t, "interleaved"), 0, "{t}");
+    let invalid = u(&t["invalid_by_reason"], "interleaved_t3");
+    assert!(invalid * 3 >= u(t, "answered"), "{t}");
+    assert_eq!(u(t, "invalid"), invalid, "{t}");
+}

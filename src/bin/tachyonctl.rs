@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tachyon::control::{default_socket_path, request, SourceRow, Stats, Status};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Show what tachyond is doing")]
+#[command(name = "tachyonctl", version, about = "Show what tachyond is doing")]
 struct Args {
     /// tachyond's control socket, as given to tachyond's --control-socket
     /// [default: as tachyond chooses it].
@@ -33,6 +33,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The package build's manual page, tachyonctl(8).
+    if std::env::args().nth(1).as_deref() == Some("--generate-man") {
+        let command = <Args as clap::CommandFactory>::command();
+        print!("{}", tachyon::manual::command_page(command, "8"));
+        return ExitCode::SUCCESS;
+    }
     let args = Args::parse();
     let path = args.control_socket.unwrap_or_else(default_socket_path);
     let command = match args.command {
@@ -169,6 +175,34 @@ fn print_stats(s: &Stats) {
         n(b.p99),
         n(b.p999)
     );
+    let t = &s.t3_error;
+    println!(
+        "T3 error, kernel stamp - T3 sent ({} basic replies): mean {}  p1 {}  p50 {}  p99 {}  p99.9 {}",
+        t.count,
+        micros(t.mean),
+        micros(t.p1),
+        micros(t.p50),
+        micros(t.p99),
+        micros(t.p999)
+    );
+    let x = &s.tx_stamps;
+    println!(
+        "transmit stamps  kernel {}  hardware {}  none {}",
+        x.kernel, x.hardware, x.none
+    );
+    let x = &s.xleave;
+    if x.enabled {
+        println!(
+            "interleaved      replies {}  basic to asking clients {}  pairs held {} of {}",
+            x.interleaved, x.missed, x.held, x.capacity
+        );
+        println!(
+            "  pairs          kept {}  replaced {}  not kept {}  removed {}",
+            x.kept, x.replaced, x.not_kept, x.removed
+        );
+    } else {
+        println!("interleaved      off");
+    }
     let workers: Vec<String> = s.per_worker.iter().map(|n| n.to_string()).collect();
     println!("per worker     {}", workers.join(" "));
 }

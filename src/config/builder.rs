@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use super::model::{
-    ClockChoice, Config, ConfigWarning, Dialect, IoChoice, RateLimitParams, DEFAULT_RCVBUF,
+    ClockChoice, Config, ConfigWarning, Dialect, IoChoice, RateLimitParams, XleaveParams,
+    DEFAULT_RCVBUF,
 };
 use super::restrict::{RestrictRule, RestrictTarget};
 use super::upstream::{ServerConfig, SourceKind};
@@ -74,11 +75,14 @@ impl Builder {
                 metrics: None,
                 clock: ClockChoice::Auto,
                 local_stratum: None,
+                holdover: None,
                 chrony_driftfile: None,
                 makestep: None,
                 min_sources: None,
                 ratelimit: RateLimitParams::default(),
                 rcvbuf: DEFAULT_RCVBUF,
+                xleave: XleaveParams::default(),
+                tx_timestamps: true,
                 warnings: Vec::new(),
             },
             seen: HashMap::new(),
@@ -175,6 +179,14 @@ impl Builder {
 
     /// The configuration, with the warnings that concern the whole of it.
     pub fn finish(mut self) -> Config {
+        if self.config.xleave.enabled && !self.config.tx_timestamps {
+            self.warn_file(
+                "txtimestamp off: the interleaved mode needs the kernel's transmit timestamps \
+                 and is off too"
+                    .to_string(),
+            );
+            self.config.xleave.enabled = false;
+        }
         match (self.config.servers.len(), self.config.local_stratum) {
             (0, None) => self.warn_file(
                 "no 'server' or 'pool' line: the server will stay unsynchronized \

@@ -62,6 +62,11 @@ pub(super) const DIRECTIVES: &[(&str, Handler)] = &[
     ("rcvbuf", |c, at, args| own::rcvbuf(&mut c.b, at, args)),
     ("metrics", |c, at, args| own::metrics(&mut c.b, at, args)),
     ("clock", |c, at, args| own::clock(&mut c.b, at, args)),
+    ("xleave", |c, at, args| own::xleave(&mut c.b, at, args)),
+    ("txtimestamp", |c, at, args| {
+        own::txtimestamp(&mut c.b, at, args)
+    }),
+    ("holdover", |c, at, args| own::holdover(&mut c.b, at, args)),
 ];
 
 /// chronyd directives accepted with a warning, and why they do nothing.
@@ -119,7 +124,7 @@ pub(super) const IGNORED: &[(&str, &str)] = &[
     ("hwtimestamp", "hardware timestamps are not used; the kernel's software receive timestamp is"),
     ("hwtstimeout", "hardware timestamps are not used"),
     ("maxtxbuffers", "hardware timestamps are not used"),
-    ("clientloglimit", "the rate limiter's table is sized by 'ratelimit table N' (1048576 clients by default)"),
+    ("clientloglimit", "the rate limiter's table is sized by 'ratelimit table N' (1048576 clients by default), the interleaved mode's by 'xleave table N' (16777216 pairs)"),
     ("acquisitionport", "each poll goes out from a fresh random port (RFC 9109)"),
     ("bindacqaddress", "upstream polls use the address the kernel chooses"),
     ("bindacqdevice", "upstream polls use the interface the kernel chooses"),
@@ -540,6 +545,9 @@ impl Chrony {
         }
         self.listen_addresses();
         self.leap_seconds();
+        // chronyd answers no mode 6 (ntpq) queries at all; neither does a
+        // tachyond on a chrony.conf, so none of its rules allow them.
+        allowed.insert(RestrictFlags::NOQUERY);
         self.b.config.restrict = self.access.rules(allowed);
         if !self.access.any_allow {
             self.b.warn_file(

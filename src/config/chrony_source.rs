@@ -2,10 +2,7 @@
 //! files): the options tachyon acts on, those it accepts with a warning, and
 //! those it refuses because ignoring them would change what is served.
 
-use super::upstream::{
-    self, ServerConfig, SourceKind, DEFAULT_MAXPOLL, DEFAULT_MAX_SOURCES, DEFAULT_MINPOLL,
-    POLL_RANGE,
-};
+use super::upstream::{self, ServerConfig, SourceKind, POLL_RANGE};
 use super::words::{clip, number_in, quoted, suggestion};
 
 /// Options whose value is ignored, with the kind of value and why.
@@ -32,7 +29,7 @@ const IGNORED_WITH_VALUE: &[(&str, Value, &str)] = &[
 
 /// Options without a value that are ignored, and why.
 const IGNORED_FLAGS: &[(&str, &str)] = &[
-    ("xleave", "interleaved mode is not supported"),
+    ("xleave", "upstream servers are polled in the basic mode (tachyond serves its own clients in the interleaved mode: see the xleave directive)"),
     (
         "copy",
         "there is no copy mode; the source's reference ID is not taken",
@@ -105,18 +102,7 @@ pub(super) fn parse(
     };
     let (host, _) = upstream::parse_host(directive, host_token)?;
     let what = format!("{directive} {}", clip(&host));
-    let mut config = ServerConfig {
-        kind,
-        host,
-        iburst: false,
-        burst: false,
-        prefer: false,
-        noselect: false,
-        minpoll: DEFAULT_MINPOLL,
-        maxpoll: DEFAULT_MAXPOLL,
-        max_sources: DEFAULT_MAX_SOURCES,
-        line,
-    };
+    let mut config = ServerConfig::new(kind, host, line);
     let (mut minpoll, mut maxpoll) = (None, None);
     let mut rest = options;
     while let [option, tail @ ..] = rest {

@@ -371,7 +371,8 @@ fn allow_and_deny_decide_who_is_served() {
         "allow 192.168/16\ndeny 192.168.5\nallow 192.168.5.7\nallow 2001:db8::/32\n\
          deny 2001:db8:bad::/48\n",
     );
-    let open = Some(RestrictFlags::empty());
+    // Served, and never asked mode 6 queries (chronyd answers none).
+    let open = Some(RestrictFlags::NOQUERY);
     assert_eq!(served(&config, "192.168.1.1"), open);
     assert_eq!(served(&config, "::ffff:192.168.1.1"), open);
     assert_eq!(served(&config, "192.168.5.1"), None);
@@ -408,7 +409,10 @@ fn ratelimit_applies_to_every_allowed_client() {
         ),
         (1, 16, 2)
     );
-    assert_eq!(served(&config, "192.0.2.1"), Some(RestrictFlags::LIMITED));
+    assert_eq!(
+        served(&config, "192.0.2.1"),
+        Some(RestrictFlags::LIMITED | RestrictFlags::NOQUERY)
+    );
     // chrony's defaults for what the line leaves out.
     let config = chrony("allow 10/8\ndeny 10.1/16\nratelimit\n");
     assert_eq!(
@@ -419,12 +423,15 @@ fn ratelimit_applies_to_every_allowed_client() {
         ),
         (3, 8, 2)
     );
-    assert_eq!(served(&config, "10.2.0.1"), Some(RestrictFlags::LIMITED));
+    assert_eq!(
+        served(&config, "10.2.0.1"),
+        Some(RestrictFlags::LIMITED | RestrictFlags::NOQUERY)
+    );
     assert_eq!(served(&config, "10.1.0.1"), None);
     let config = chrony("allow\nratelimit kod 2 leak 3 table 4096 ipv6prefix 56\n");
     assert_eq!(
         served(&config, "192.0.2.1"),
-        Some(RestrictFlags::LIMITED | RestrictFlags::KOD)
+        Some(RestrictFlags::LIMITED | RestrictFlags::KOD | RestrictFlags::NOQUERY)
     );
     assert_eq!(
         (
@@ -437,7 +444,7 @@ fn ratelimit_applies_to_every_allowed_client() {
     // Without ratelimit, chronyd does not limit.
     assert_eq!(
         served(&chrony("allow\n"), "192.0.2.1"),
-        Some(RestrictFlags::empty())
+        Some(RestrictFlags::NOQUERY)
     );
     for (text, needle) in [
         (
@@ -499,8 +506,9 @@ fn sources_local_and_the_rest() {
         "SERVER 192.0.2.1 IBURST minpoll 4\npool pool.example.org iburst maxsources 2 xleave\n\
          Local stratum 5 orphan distance 0.1\nminsources 2\nleapseclist /etc/leap.list\n\
          leapsectz right/UTC\nclock software\nworkers 2\nio mmsg\nrcvbuf 2M\n\
-         metrics 127.0.0.1:9100\n",
+         metrics 127.0.0.1:9100\nxleave table 1M\n",
     );
+    assert_eq!(config.xleave.table_entries, 1 << 20);
     assert_eq!(config.servers.len(), 2);
     assert_eq!(
         (config.servers[0].minpoll, config.servers[0].iburst),

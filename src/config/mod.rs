@@ -4,7 +4,8 @@
 //! Pool operators bring the file they already run: ntpd's or NTPsec's
 //! `ntp.conf`, or chronyd's `chrony.conf` with the files it includes. Each
 //! dialect's parser reads the directives tachyon acts on, a few of
-//! tachyon's own (`listen`, `workers`, `io`, `rcvbuf`, `metrics`, `clock`),
+//! tachyon's own (`listen`, `workers`, `io`, `rcvbuf`, `metrics`, `clock`,
+//! `xleave`, `txtimestamp`),
 //! accepts with a warning the directives that have no meaning here, and
 //! refuses the rest with an error that names the file, the line and what was
 //! expected. The dialect is chosen by the command line, else the file's
@@ -36,6 +37,7 @@ mod loader;
 mod model;
 mod ntp;
 mod own;
+pub mod reference;
 mod restrict;
 mod upstream;
 mod words;
@@ -47,11 +49,24 @@ mod tests;
 
 pub use model::{
     ClockChoice, Config, ConfigError, ConfigFormat, ConfigWarning, Dialect, IoChoice, MakeStep,
-    RateLimitParams, XdpConfig, DEFAULT_RCVBUF, MAX_FILE_BYTES, MAX_LINE_BYTES, RCVBUF_RANGE,
-    XDP_DEFAULT_COALESCE_US, XDP_MAX_COALESCE_US, XDP_MAX_QUEUES,
+    RateLimitParams, XdpConfig, XleaveParams, DEFAULT_RCVBUF, DEFAULT_XLEAVE_ENTRIES,
+    MAX_FILE_BYTES, MAX_LINE_BYTES, RCVBUF_RANGE, XDP_DEFAULT_COALESCE_US, XDP_MAX_COALESCE_US,
+    XDP_MAX_QUEUES, XLEAVE_ENTRIES_RANGE,
 };
 pub use restrict::{Family, RestrictFlags, RestrictRule, RestrictTarget};
 pub use upstream::{ServerConfig, SourceKind};
+
+/// ntpd and NTPsec directives accepted with a warning, and why they do
+/// nothing here.
+pub fn ignored_ntp_directives() -> &'static [(&'static str, &'static str)] {
+    ntp::IGNORED
+}
+
+/// ntpd directives refused with an error (they would configure what tachyon
+/// does not have).
+pub fn refused_ntp_directives() -> &'static [&'static str] {
+    ntp::UNSUPPORTED
+}
 
 use std::path::Path;
 

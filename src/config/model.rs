@@ -66,6 +66,9 @@ pub struct Config {
     /// `local stratum N`: serve the host clock at stratum N and poll no
     /// upstream (tests and standalone use).
     pub local_stratum: Option<u8>,
+    /// `holdover SECONDS`: how long the clock is still served as
+    /// synchronized with no selectable upstream; `None`: the engine's default.
+    pub holdover: Option<u32>,
     /// chrony's `driftfile`: a drift file in chrony's format (the frequency
     /// in ppm with the opposite sign to ntpd's, then a skew), which must not
     /// be read or written as an ntpd driftfile.
@@ -80,6 +83,12 @@ pub struct Config {
     pub ratelimit: RateLimitParams,
     /// SO_RCVBUF asked for each listening socket (`rcvbuf SIZE`).
     pub rcvbuf: usize,
+    /// The interleaved mode (RFC 9769) and its table (`xleave ...`).
+    pub xleave: XleaveParams,
+    /// Kernel transmit timestamps on the listening sockets (`txtimestamp
+    /// on|off`): the T3 error histogram, the departure estimate's
+    /// calibration, and the interleaved mode need them.
+    pub tx_timestamps: bool,
     /// Everything that was accepted but ignored, or overridden.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -344,6 +353,32 @@ fn write_located(f: &mut fmt::Formatter<'_>, source: &str, line: usize, msg: &st
         write!(f, "{source}: {msg}")
     } else {
         write!(f, "{source}:{line}: {msg}")
+    }
+}
+
+/// The pairs table of the interleaved mode, by default: 16 Mi pairs (128 MiB
+/// when full, committed only as used): the requests of three 64-second polls
+/// at 90k interleaved requests/s.
+pub const DEFAULT_XLEAVE_ENTRIES: usize = 1 << 24;
+
+/// `xleave table N` bounds.
+pub const XLEAVE_ENTRIES_RANGE: std::ops::RangeInclusive<usize> = 1024..=(1 << 30);
+
+/// The interleaved mode (`xleave on|off [table N]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XleaveParams {
+    /// Answer requests in the interleaved mode (on by default).
+    pub enabled: bool,
+    /// Pairs the table holds (rounded up to a power of two).
+    pub table_entries: usize,
+}
+
+impl Default for XleaveParams {
+    fn default() -> Self {
+        XleaveParams {
+            enabled: true,
+            table_entries: DEFAULT_XLEAVE_ENTRIES,
+        }
     }
 }
 

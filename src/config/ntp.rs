@@ -30,6 +30,9 @@ pub(super) const DIRECTIVES: &[(&str, Handler)] = &[
     ("rcvbuf", own::rcvbuf),
     ("metrics", own::metrics),
     ("clock", own::clock),
+    ("xleave", own::xleave),
+    ("txtimestamp", own::txtimestamp),
+    ("holdover", own::holdover),
     ("local", local),
 ];
 
@@ -111,7 +114,7 @@ pub(super) const IGNORED: &[(&str, &str)] = &[
 
 /// Association types of ntpd that tachyon does not have: an error, since
 /// the operator expects them to do something.
-const UNSUPPORTED: &[&str] = &[
+pub(super) const UNSUPPORTED: &[&str] = &[
     "peer",
     "unpeer",
     "broadcast",

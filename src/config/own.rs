@@ -1,12 +1,14 @@
 //! tachyon's own directives, the same in both dialects: `listen`, `workers`,
-//! `io`, `rcvbuf`, `metrics` and `clock`.
+//! `io`, `rcvbuf`, `metrics`, `clock`, `xleave`, `txtimestamp` and
+//! `holdover`.
 
 use super::addr;
 use super::builder::{At, Builder};
 use super::model::{
     ClockChoice, IoChoice, XdpConfig, RCVBUF_RANGE, XDP_MAX_COALESCE_US, XDP_MAX_QUEUES,
+    XLEAVE_ENTRIES_RANGE,
 };
-use super::words::{exactly_one, parse_size, quoted};
+use super::words::{exactly_one, number_in, parse_size, quoted, quoted_all};
 
 /// `listen ADDRESS[:PORT]`.
 pub(super) fn listen(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
@@ -153,5 +155,73 @@ pub(super) fn clock(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), S
         .map_err(|e| format!("clock: {e}"))?;
     b.once("clock", at);
     b.config.clock = clock;
+    Ok(())
+}
+
+/// `on` or `off`.
+fn on_off(directive: &str, token: &str) -> Result<bool, String> {
+    match token {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!(
+            "{directive}: expected \"on\" or \"off\", got {}",
+            quoted(other)
+        )),
+    }
+}
+
+/// `xleave on|off [table N]`, or `xleave table N`: the interleaved mode
+/// (RFC 9769), and how many pairs its table holds.
+pub(super) fn xleave(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    const EXPECTED: &str = "\"on\", \"off\" or \"table N\" (N 1K..1024M pairs)";
+    let (enabled, rest) = match args {
+        [] => return Err(format!("xleave: expected {EXPECTED}, got nothing")),
+        [first, rest @ ..] if *first == "on" || *first == "off" => (on_off("xleave", first)?, rest),
+        _ => (true, args),
+    };
+    let table = match rest {
+        [] => None,
+        ["table", n] => Some(
+            parse_size(n)
+                .filter(|n| XLEAVE_ENTRIES_RANGE.contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "xleave table: expected a number of pairs 1K..1024M, got {}",
+                        quoted(n)
+                    )
+                })?,
+        ),
+        other => {
+            return Err(format!(
+                "xleave: expected {EXPECTED}, got {}",
+                quoted_all(other)
+            ))
+        }
+    };
+    b.once("xleave", at);
+    b.config.xleave.enabled = enabled;
+    if let Some(entries) = table {
+        b.config.xleave.table_entries = entries;
+    }
+    Ok(())
+}
+
+/// `holdover SECONDS`: how long the clock is still served as synchronized
+/// with no selectable upstream.
+pub(super) fn holdover(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    let seconds = exactly_one("holdover", args, "seconds 1..=86400")?;
+    let seconds = number_in("holdover", Some(seconds), (1, 86_400))?;
+    b.once("holdover", at);
+    // 1..=86400 fits u32.
+    b.config.holdover = Some(seconds as u32);
+    Ok(())
+}
+
+/// `txtimestamp on|off`: kernel transmit timestamps on the listening sockets.
+pub(super) fn txtimestamp(b: &mut Builder, at: &At<'_>, args: &[&str]) -> Result<(), String> {
+    let token = exactly_one("txtimestamp", args, "\"on\" or \"off\"")?;
+    let on = on_off("txtimestamp", token)?;
+    b.once("txtimestamp", at);
+    b.config.tx_timestamps = on;
     Ok(())
 }

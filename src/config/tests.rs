@@ -216,6 +216,7 @@ io uring
 metrics 127.0.0.1:9123
 clock software
 local stratum 10
+holdover 600
 ");
     let shown: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
     assert_eq!(
@@ -288,6 +289,7 @@ local stratum 10
     assert_eq!(config.metrics, Some(sock("127.0.0.1:9123")));
     assert_eq!(config.clock, ClockChoice::Software);
     assert_eq!(config.local_stratum, Some(10));
+    assert_eq!(config.holdover, Some(600));
 }
 
 #[test]
@@ -443,6 +445,17 @@ fn errors_name_file_and_line() {
         ("rcvbuf 99999999999999999999999M\n", 1, "rcvbuf: expected"),
         ("rcvbuf 1M 2M\n", 1, "got extra \"2M\""),
         ("workers 1025\n", 1, "got \"1025\""),
+        (
+            "holdover 0\n",
+            1,
+            "holdover: expected a number 1..=86400, got \"0\"",
+        ),
+        ("holdover 1h\n", 1, "got \"1h\""),
+        (
+            "holdover\n",
+            1,
+            "holdover: expected seconds 1..=86400, got nothing",
+        ),
         ("workers\n", 1, "got nothing"),
         (
             "io epoll\n",
@@ -933,6 +946,75 @@ fn rcvbuf_takes_bytes_kilobytes_and_megabytes() {
     assert!(twice.warnings[0]
         .message
         .contains("rcvbuf: already set on line 1"));
+}
+
+#[test]
+fn xleave_is_on_by_default_and_takes_on_off_and_a_table_size() {
+    let parse = |text: &str| Config::parse(text, "ntp.conf").unwrap();
+    let default = parse("");
+    assert!(default.xleave.enabled && default.tx_timestamps);
+    assert_eq!(default.xleave.table_entries, super::DEFAULT_XLEAVE_ENTRIES);
+    assert!(!parse("xleave off\n").xleave.enabled);
+    assert!(parse("xleave on\n").xleave.enabled);
+    let sized = parse("xleave table 4M\n");
+    assert!(sized.xleave.enabled);
+    assert_eq!(sized.xleave.table_entries, 4 << 20);
+    let both = parse("xleave on table 65536\n");
+    assert_eq!(
+        (both.xleave.enabled, both.xleave.table_entries),
+        (true, 65536)
+    );
+    let off_sized = parse("xleave off table 2048\n");
+    assert_eq!(
+        (off_sized.xleave.enabled, off_sized.xleave.table_entries),
+        (false, 2048)
+    );
+    assert!(parse("xleave on\nxleave off\n").warnings[0]
+        .message
+        .contains("xleave: already set on line 1"));
+    for (text, needle) in [
+        (
+            "xleave\n",
+            "xleave: expected \"on\", \"off\" or \"table N\"",
+        ),
+        ("xleave maybe\n", "got \"maybe\""),
+        ("xleave table\n", "got \"table\""),
+        (
+            "xleave table 100\n",
+            "xleave table: expected a number of pairs 1K..1024M, got \"100\"",
+        ),
+        ("xleave table 2048M\n", "got \"2048M\""),
+        (
+            "xleave on table 4K extra\n",
+            "got \"table\" \"4K\" \"extra\"",
+        ),
+    ] {
+        let e = err(text);
+        assert!(e.contains(needle), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn txtimestamp_off_turns_the_interleaved_mode_off_too() {
+    let config = Config::parse("txtimestamp off\n", "ntp.conf").unwrap();
+    assert!(!config.tx_timestamps);
+    assert!(!config.xleave.enabled);
+    assert!(config.warnings.iter().any(|w| w
+        .message
+        .contains("the interleaved mode needs the kernel's transmit timestamps")));
+    let quiet = Config::parse("txtimestamp off\nxleave off\n", "ntp.conf").unwrap();
+    assert!(!quiet
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("txtimestamp")));
+    assert!(
+        Config::parse("txtimestamp on\n", "ntp.conf")
+            .unwrap()
+            .tx_timestamps
+    );
+    assert!(
+        err("txtimestamp yes\n").contains("txtimestamp: expected \"on\" or \"off\", got \"yes\"")
+    );
 }
 
 #[test]

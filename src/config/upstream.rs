@@ -63,6 +63,24 @@ pub struct ServerConfig {
     pub line: usize,
 }
 
+impl ServerConfig {
+    /// An upstream of `kind` on `line` with every option at its default.
+    pub(super) fn new(kind: SourceKind, host: String, line: usize) -> ServerConfig {
+        ServerConfig {
+            kind,
+            host,
+            iburst: false,
+            burst: false,
+            prefer: false,
+            noselect: false,
+            minpoll: DEFAULT_MINPOLL,
+            maxpoll: DEFAULT_MAXPOLL,
+            max_sources: DEFAULT_MAX_SOURCES,
+            line,
+        }
+    }
+}
+
 /// Parses the arguments of a `server`/`pool` line. Returns `None` for a
 /// line that is accepted with a warning but configures nothing (an ntpd
 /// reference clock address).
@@ -108,18 +126,7 @@ pub(super) fn parse(
         (None, _) => {}
     }
 
-    let mut config = ServerConfig {
-        kind,
-        host,
-        iburst: false,
-        burst: false,
-        prefer: false,
-        noselect: false,
-        minpoll: DEFAULT_MINPOLL,
-        maxpoll: DEFAULT_MAXPOLL,
-        max_sources: DEFAULT_MAX_SOURCES,
-        line,
-    };
+    let mut config = ServerConfig::new(kind, host, line);
     let mut minpoll = None;
     let mut maxpoll = None;
     let mut ignored = Vec::new();
@@ -158,7 +165,10 @@ pub(super) fn parse(
                 option.to_string(),
                 "Autokey authentication is not supported",
             )),
-            "xleave" => ignored.push((option.to_string(), "interleaved mode is not supported")),
+            "xleave" => ignored.push((
+                option.to_string(),
+                "upstream servers are polled in the basic mode (tachyond serves its own clients in the interleaved mode: see the xleave directive)",
+            )),
             "true" => ignored.push((
                 option.to_string(),
                 "a source is never forced to be a truechimer; selection decides",

@@ -7,17 +7,19 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::clock::system_unix_ns;
+use crate::endpoint::{serve_clients, Limits};
 use crate::observe::Observed;
-use crate::server::stats::{merged, sum, Outcome};
+use crate::server::stats::{merged, merged_signed, sum, Outcome, StampSource, WorkerStats};
 use crate::state::unix_ns_to_ntp;
 use crate::sync::refid::refid_text;
 use crate::telemetry::histogram::Snapshot;
+use crate::telemetry::signed::SignedSnapshot;
 
 /// Where the socket lives unless told otherwise: `/run/tachyon/` as root;
 /// otherwise a directory private to the user (`$XDG_RUNTIME_DIR`, else
@@ -150,6 +152,83 @@ pub struct Stats {
     pub batch_size: Percentiles,
     /// Datagrams received per worker.
     pub per_worker: Vec<u64>,
+    /// Kernel transmit stamp − transmit timestamp written, seconds, per
+    /// basic reply: how far off the estimated departure (T3) was.
+    #[serde(default)]
+    pub t3_error: SignedPercentiles,
+    /// Replies by where their transmit timestamp came from once sent.
+    #[serde(default)]
+    pub tx_stamps: TxStamps,
+    /// The interleaved mode (RFC 9769).
+    #[serde(default)]
+    pub xleave: Xleave,
+}
+
+/// Percentiles of a signed quantity (seconds).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SignedPercentiles {
+    pub count: u64,
+    pub mean: Option<f64>,
+    pub p1: Option<f64>,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub p999: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TxStamps {
+    pub kernel: u64,
+    pub hardware: u64,
+    pub none: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Xleave {
+    pub enabled: bool,
+    /// Replies in the interleaved mode.
+    pub interleaved: u64,
+    /// Requests that asked for it, answered in the basic mode.
+    pub missed: u64,
+    /// Pairs held now, and at most.
+    pub held: i64,
+    pub capacity: u64,
+    pub kept: u64,
+    pub replaced: u64,
+    pub not_kept: u64,
+    pub removed: u64,
+}
+
+fn signed_percentiles(s: &SignedSnapshot, scale: f64) -> SignedPercentiles {
+    let q = |p| s.quantile(p).map(|v| v as f64 * scale);
+    let count = s.count();
+    SignedPercentiles {
+        count,
+        mean: (count > 0).then(|| s.sum() as f64 / count as f64 * scale),
+        p1: q(0.01),
+        p50: q(0.5),
+        p99: q(0.99),
+        p999: q(0.999),
+    }
+}
+
+fn xleave(view: &Observed) -> Xleave {
+    let sum = |counter: fn(&WorkerStats) -> u64| sum(&view.workers, counter);
+    Xleave {
+        enabled: view.xleave_capacity.is_some(),
+        interleaved: sum(|w| w.xleave.interleaved.get()),
+        missed: sum(|w| w.xleave.missed.get()),
+        held: view
+            .workers
+            .iter()
+            .map(|w| w.xleave_held())
+            .sum::<i64>()
+            .max(0),
+        capacity: view.xleave_capacity.unwrap_or(0) as u64,
+        kept: sum(|w| w.xleave.kept.get()),
+        replaced: sum(|w| w.xleave.replaced.get()),
+        not_kept: sum(|w| w.xleave.not_kept.get()),
+        removed: sum(|w| w.xleave.removed.get()),
+    }
 }
 
 fn percentiles(s: &Snapshot, scale: f64) -> Percentiles {
@@ -220,6 +299,13 @@ pub fn stats(view: &Observed) -> Stats {
         response_time: percentiles(&merge(|w| &w.response_time), 1e-9),
         batch_size: percentiles(&merge(|w| &w.batch_size), 1.0),
         per_worker: view.workers.iter().map(|w| w.received()).collect(),
+        t3_error: signed_percentiles(&merged_signed(&view.workers, |w| &w.t3_error), 1e-9),
+        tx_stamps: TxStamps {
+            kernel: sum(|w| w.stamps(StampSource::Kernel)),
+            hardware: sum(|w| w.stamps(StampSource::Hardware)),
+            none: sum(|w| w.stamps(StampSource::None)),
+        },
+        xleave: xleave(view),
     }
 }
 
@@ -380,8 +466,17 @@ impl BoundControl {
             .name("tachyon-control".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    let limits = Limits {
+                        what: "control socket",
+                        max_clients: MAX_CLIENTS,
+                        deadline: EXCHANGE_DEADLINE,
+                    };
+                    let serve_one = move |stream| {
+                        let view = view.clone();
+                        async move { serve(stream, &view).await }
+                    };
                     match tokio::net::UnixListener::from_std(listener) {
-                        Ok(listener) => accept_loop(listener, view, stopped).await,
+                        Ok(listener) => serve_clients(listener, limits, stopped, serve_one).await,
                         Err(e) => log::error!("control socket: {e}"),
                     }
                 })
@@ -391,44 +486,6 @@ impl BoundControl {
             stop: Some(stop),
             thread: Some(thread),
         })
-    }
-}
-
-async fn accept_loop(
-    listener: tokio::net::UnixListener,
-    view: Arc<Observed>,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let mut last_logged: Option<Instant> = None;
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    continue;
-                };
-                let view = view.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    match tokio::time::timeout(EXCHANGE_DEADLINE, serve(stream, &view)).await {
-                        Ok(Err(e)) => log::debug!("control socket: {e}"),
-                        Err(_) => log::debug!("control socket: client too slow, cut off"),
-                        Ok(Ok(())) => {}
-                    }
-                });
-            }
-            Err(e) => {
-                if last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                    log::warn!("control socket: accept: {e}; retrying");
-                    last_logged = Some(Instant::now());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
     }
 }
 

@@ -5,10 +5,13 @@ use std::fmt::Write;
 
 use crate::clock::system_unix_ns;
 use crate::observe::Observed;
-use crate::server::stats::{self, merged, WorkerStats, FAMILIES, OUTCOMES};
+use crate::server::stats::{
+    self, merged, merged_signed, WorkerStats, FAMILIES, OUTCOMES, STAMP_SOURCES,
+};
 use crate::state::unix_ns_to_ntp;
 use crate::sync::SourceReport;
 use crate::telemetry::histogram::Snapshot;
+use crate::telemetry::signed::SignedSnapshot;
 
 struct Out(String);
 
@@ -40,6 +43,23 @@ impl Out {
         self.sample(&format!("{name}_sum"), "", snapshot.sum as f64 * scale);
         self.sample(&format!("{name}_count"), "", snapshot.count);
     }
+
+    fn signed_histogram(&mut self, name: &str, help: &str, snapshot: &SignedSnapshot, scale: f64) {
+        self.header(name, "histogram", help);
+        // Divided rather than multiplied: 2000 / 1e9 prints as 0.000002.
+        let divisor = (1.0 / scale).round();
+        for (bound, cumulative) in snapshot.cumulative() {
+            let le = bound as f64 / divisor;
+            self.sample(
+                &format!("{name}_bucket"),
+                &format!("le=\"{le}\""),
+                cumulative,
+            );
+        }
+        self.sample(&format!("{name}_bucket"), "le=\"+Inf\"", snapshot.count());
+        self.sample(&format!("{name}_sum"), "", snapshot.sum() as f64 * scale);
+        self.sample(&format!("{name}_count"), "", snapshot.count());
+    }
 }
 
 /// Renders the whole exposition.
@@ -49,6 +69,7 @@ pub fn render(view: &Observed) -> String {
     render_requests(&mut o, view);
     render_counters(&mut o, &view.workers);
     render_workers(&mut o, view);
+    render_transmit(&mut o, view);
     render_system(&mut o, view);
     render_sources(&mut o, &view.sources.read());
     o.0
@@ -230,6 +251,72 @@ fn render_workers(o: &mut Out, view: &Observed) {
         "Memory of the rate-limit table.",
     );
     o.sample("tachyon_ratelimit_table_bytes", "", limiter.memory_bytes());
+}
+
+/// Transmit timestamps: their sources, how far off the basic mode's estimate
+/// was, and the interleaved mode.
+fn render_transmit(o: &mut Out, view: &Observed) {
+    let workers = &view.workers;
+    o.header(
+        "tachyon_tx_timestamps_total",
+        "counter",
+        "Replies sent, by where their transmit timestamp came from once they had left: the kernel's software stamp, the NIC's, or none.",
+    );
+    for source in STAMP_SOURCES {
+        o.sample(
+            "tachyon_tx_timestamps_total",
+            &format!("source=\"{}\"", source.label()),
+            workers.iter().map(|w| w.stamps(source)).sum::<u64>(),
+        );
+    }
+    o.signed_histogram(
+        "tachyon_t3_error_seconds",
+        "Kernel transmit stamp minus the transmit timestamp (T3) a basic reply carried: how far off the estimated departure was (positive: the reply left later than it said).",
+        &merged_signed(workers, |w| &w.t3_error),
+        1e-9,
+    );
+    let Some(capacity) = view.xleave_capacity else {
+        return;
+    };
+    let sum = |counter: fn(&WorkerStats) -> u64| stats::sum(workers, counter);
+    for (name, help, value) in [
+        (
+            "tachyon_interleaved_replies_total",
+            "Replies in the interleaved mode (RFC 9769): carrying the exact transmit timestamp of the previous reply.",
+            sum(|w| w.xleave.interleaved.get()),
+        ),
+        (
+            "tachyon_interleaved_missed_total",
+            "Requests that asked for the interleaved mode and were answered in the basic mode (no pair kept for their origin).",
+            sum(|w| w.xleave.missed.get()),
+        ),
+        (
+            "tachyon_interleaved_pairs_kept_total",
+            "Receive/transmit timestamp pairs kept for interleaved replies.",
+            sum(|w| w.xleave.kept.get()),
+        ),
+        (
+            "tachyon_interleaved_pairs_replaced_total",
+            "Pairs lost to a newer one in a full bucket of the table.",
+            sum(|w| w.xleave.replaced.get()),
+        ),
+    ] {
+        o.header(name, "counter", help);
+        o.sample(name, "", value);
+    }
+    let held: i64 = workers.iter().map(|w| w.xleave_held()).sum();
+    o.header(
+        "tachyon_interleaved_pairs_held",
+        "gauge",
+        "Pairs in the interleaved mode's table now.",
+    );
+    o.sample("tachyon_interleaved_pairs_held", "", held.max(0));
+    o.header(
+        "tachyon_interleaved_table_capacity",
+        "gauge",
+        "Pairs the interleaved mode's table holds at most.",
+    );
+    o.sample("tachyon_interleaved_table_capacity", "", capacity);
 }
 
 /// What the server serves: the published state.

@@ -13,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -21,9 +21,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use super::exposition::render;
+use crate::endpoint::{serve_clients, Limits};
 use crate::observe::Observed;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -36,11 +37,6 @@ pub const HEAD_DEADLINE: Duration = Duration::from_secs(3);
 pub const EXCHANGE_DEADLINE: Duration = Duration::from_secs(10);
 /// Connections served at once; a scraper needs one.
 pub const MAX_CONNECTIONS: usize = 32;
-/// Pause after a failed accept (EMFILE and the like), so that the loop
-/// neither spins nor gives up.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Accept failures are logged at most this often.
-const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct MetricsServer {
     local: SocketAddr,
@@ -64,8 +60,20 @@ impl MetricsServer {
             .name("tachyon-metrics".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    let limits = Limits {
+                        what: "metrics endpoint",
+                        max_clients: MAX_CONNECTIONS,
+                        deadline: EXCHANGE_DEADLINE,
+                    };
+                    let serve_one = move |stream| {
+                        let source = source.clone();
+                        async move {
+                            exchange(stream, source).await;
+                            Ok(())
+                        }
+                    };
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => accept_loop(listener, source, stopped).await,
+                        Ok(listener) => serve_clients(listener, limits, stopped, serve_one).await,
                         Err(e) => log::error!("metrics endpoint: {e}"),
                     }
                 })
@@ -89,43 +97,6 @@ impl Drop for MetricsServer {
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    source: Arc<Observed>,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut last_logged: Option<Instant> = None;
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _peer)) => {
-                // Over the cap the connection is closed at once: a flood of
-                // idle connections never grows memory or blocks a scrape for
-                // longer than the exchange deadline.
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    continue;
-                };
-                let source = source.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    let _ = tokio::time::timeout(EXCHANGE_DEADLINE, exchange(stream, source)).await;
-                });
-            }
-            Err(e) => {
-                if last_logged.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_INTERVAL) {
-                    log::warn!("metrics endpoint: accept: {e}; retrying");
-                    last_logged = Some(Instant::now());
-                }
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-            }
         }
     }
 }

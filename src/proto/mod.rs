@@ -4,13 +4,15 @@
 //! can be tested deterministically.
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod ext;
+pub mod interleave;
 pub mod packet;
 pub mod reply;
 pub mod request;
 pub mod time;
 
 pub use packet::{Header, LeapIndicator, Mode, HEADER_LEN};
-pub use reply::{respond, Access, ReplyAction, SystemInfo};
+pub use reply::{respond, respond_interleaved, Access, ReplyAction, SystemInfo};
 pub use request::{parse_client_request, ClientRequest, DropReason};
 pub use time::{NtpShort, NtpTimestamp};

@@ -1,9 +1,13 @@
-//! The server's reply rules (RFC 5905 §9-§10, RFC 8633; docs/architecture.md).
+//! The server's reply rules (RFC 5905 §9-§10, RFC 8633, RFC 9769;
+//! docs/architecture.md).
 //!
 //! [`respond`] turns one request into an action. It writes the whole reply except
 //! the transmit timestamp, which the caller stamps with [`set_transmit`] as late as
-//! possible before the reply is queued.
+//! possible before the reply is queued. [`respond_interleaved`] builds an
+//! interleaved reply (RFC 9769, see `interleave`), whose transmit timestamp is
+//! the exact one of the previous reply and is written at once.
 
+use super::interleave::{mark_receive, mark_transmit};
 use super::packet::{Header, LeapIndicator, Mode, HEADER_LEN, TRANSMIT_OFFSET};
 use super::request::{ClientRequest, DropReason};
 use super::time::{NtpShort, NtpTimestamp};
@@ -110,6 +114,36 @@ pub fn respond(
     access: Access,
     out: &mut [u8],
 ) -> ReplyAction {
+    build(req, received, None, system, access, out)
+}
+
+/// Builds an interleaved reply (RFC 9769) to a request that asked for one
+/// ([`asks_interleaved`](super::interleave::asks_interleaved)) and whose
+/// origin named a kept pair: origin = the request's receive timestamp,
+/// receive = `received`, transmit = `previous_transmit`, the exact transmit
+/// timestamp of the reply that carried the origin, already written. A KoD is
+/// never interleaved: with `access` asking for one, the reply is a basic KoD,
+/// left for [`set_transmit`] like any basic reply.
+pub fn respond_interleaved(
+    req: &ClientRequest,
+    received: NtpTimestamp,
+    previous_transmit: NtpTimestamp,
+    system: &SystemInfo,
+    access: Access,
+    out: &mut [u8],
+) -> ReplyAction {
+    let interleaved = (!matches!(access, Access::Kod(_))).then_some(previous_transmit);
+    build(req, received, interleaved, system, access, out)
+}
+
+fn build(
+    req: &ClientRequest,
+    received: NtpTimestamp,
+    interleaved: Option<NtpTimestamp>,
+    system: &SystemInfo,
+    access: Access,
+    out: &mut [u8],
+) -> ReplyAction {
     let poll_floor = match access {
         Access::Deny => return ReplyAction::Drop(DropReason::Denied),
         Access::Limit => return ReplyAction::Drop(DropReason::RateLimited),
@@ -142,9 +176,13 @@ pub fn respond(
         root_dispersion: NtpShort::from_seconds(root_dispersion),
         reference_id: if kod { KISS_RATE } else { system.reference_id },
         reference_ts: system.reference_time,
-        origin_ts: req.transmit,
-        receive_ts: received,
-        transmit_ts: NtpTimestamp::ZERO,
+        origin_ts: if interleaved.is_some() {
+            req.receive
+        } else {
+            req.transmit
+        },
+        receive_ts: mark_receive(received),
+        transmit_ts: interleaved.map_or(NtpTimestamp::ZERO, mark_transmit),
     };
     reply.write(out);
     out[HEADER_LEN..len].fill(0);
@@ -155,9 +193,11 @@ pub fn respond(
     }
 }
 
-/// Writes the transmit timestamp of a reply built by [`respond`].
+/// Writes the transmit timestamp of a reply built by [`respond`] (its
+/// lowest bit cleared: a transmit timestamp never equals a receive one).
 pub fn set_transmit(reply: &mut [u8], transmit: NtpTimestamp) {
-    reply[TRANSMIT_OFFSET..TRANSMIT_OFFSET + 8].copy_from_slice(&transmit.to_be_bytes());
+    reply[TRANSMIT_OFFSET..TRANSMIT_OFFSET + 8]
+        .copy_from_slice(&mark_transmit(transmit).to_be_bytes());
 }
 
 #[cfg(test)]
@@ -243,7 +283,7 @@ mod tests {
         assert_eq!(h.precision, -23);
         assert_eq!(h.reference_id, [192, 0, 2, 1]);
         assert_eq!(h.reference_ts, sys.reference_time);
-        assert_eq!(h.receive_ts, RX);
+        assert_eq!(h.receive_ts, mark_receive(RX));
         assert_eq!(h.transmit_ts, NtpTimestamp::ZERO, "left for set_transmit");
         assert_eq!(h.root_delay, NtpShort::from_seconds(0.0125));
         // 1 ms + 15 ppm x 100 s = 2.5 ms.
@@ -269,7 +309,7 @@ mod tests {
         };
         let tx = RX.add_seconds(0.000_02);
         set_transmit(&mut out[..len], tx);
-        assert_eq!(Header::parse(&out).unwrap().transmit_ts, tx);
+        assert_eq!(Header::parse(&out).unwrap().transmit_ts, mark_transmit(tx));
     }
 
     #[test]
@@ -298,7 +338,7 @@ mod tests {
             let h = reply_header(&request(4, 3), &sys);
             assert_eq!(h.leap, LeapIndicator::Unknown);
             assert_eq!(h.stratum, 0);
-            assert_eq!(h.receive_ts, RX);
+            assert_eq!(h.receive_ts, mark_receive(RX));
             // 1 s each, as chrony sends: never mistaken for a good source.
             assert_eq!(h.root_delay, NtpShort::from_seconds(1.0));
             assert_eq!(h.root_dispersion, NtpShort::from_seconds(1.0));
@@ -384,7 +424,7 @@ mod tests {
         assert_eq!(&out[24..32], &req[40..48]);
         // Timestamps filled as in any reply: chrony's client discards a reply
         // with a zero receive or transmit timestamp, KoD or not.
-        assert_eq!(h.receive_ts, RX);
+        assert_eq!(h.receive_ts, mark_receive(RX));
         assert_eq!(h.transmit_ts, NtpTimestamp::ZERO, "left for set_transmit");
     }
 
@@ -428,6 +468,112 @@ mod tests {
         assert_eq!(action, ReplyAction::Drop(DropReason::BufferTooSmall));
     }
 
+    /// A request in the interleaved mode (RFC 9769): origin = our receive
+    /// stamp of the previous reply, receive = the client's own receive time.
+    fn interleaved_request() -> Vec<u8> {
+        let mut r = request(4, 3);
+        r[24..32].copy_from_slice(&0xE8F0_0000_7000_0001u64.to_be_bytes());
+        r[32..40].copy_from_slice(&0xE8F0_0000_7100_0000u64.to_be_bytes());
+        r
+    }
+
+    fn answer_interleaved(
+        req: &[u8],
+        access: Access,
+        previous: NtpTimestamp,
+    ) -> (ReplyAction, Vec<u8>) {
+        let mut out = vec![0u8; 64];
+        let parsed = parse_client_request(req, false).unwrap();
+        let action = respond_interleaved(&parsed, RX, previous, &synced(), access, &mut out);
+        (action, out)
+    }
+
+    #[test]
+    fn every_receive_stamp_is_marked_and_every_transmit_stamp_is_not() {
+        let (_, mut out) = answer(&request(4, 3), &synced(), Access::Serve);
+        // Stamped with the receive time itself: still two different values.
+        set_transmit(&mut out[..48], mark_receive(RX));
+        let h = Header::parse(&out).unwrap();
+        assert!(crate::proto::interleave::is_marked_receive(h.receive_ts));
+        assert!(!crate::proto::interleave::is_marked_receive(h.transmit_ts));
+        assert_ne!(h.receive_ts, h.transmit_ts);
+    }
+
+    #[test]
+    fn an_interleaved_reply_echoes_the_receive_stamp_and_carries_the_kept_transmit() {
+        let req = interleaved_request();
+        let previous = NtpTimestamp(0xE8F0_0000_7000_8000);
+        let (action, out) = answer_interleaved(&req, Access::Serve, previous);
+        assert_eq!(action, ReplyAction::Reply { len: 48 });
+        let h = Header::parse(&out).unwrap();
+        assert_eq!(&out[24..32], &req[32..40], "origin = the request's receive");
+        assert_eq!(
+            h.receive_ts,
+            mark_receive(RX),
+            "receive = this request's arrival"
+        );
+        assert_eq!(
+            h.transmit_ts, previous,
+            "transmit = the previous reply's exact one"
+        );
+        assert_eq!(h.stratum, 2);
+        assert_eq!(h.mode, Mode::Server);
+    }
+
+    #[test]
+    fn the_kept_transmit_is_written_without_the_receive_mark() {
+        let (_, out) = answer_interleaved(
+            &interleaved_request(),
+            Access::Serve,
+            NtpTimestamp(0x0123_0000_0000_0007),
+        );
+        let h = Header::parse(&out).unwrap();
+        assert_eq!(h.transmit_ts, NtpTimestamp(0x0123_0000_0000_0006));
+    }
+
+    #[test]
+    fn a_kod_is_never_interleaved() {
+        let req = interleaved_request();
+        let (action, out) =
+            answer_interleaved(&req, Access::Kod(9), NtpTimestamp(0xE8F0_0000_7000_8000));
+        assert_eq!(action, ReplyAction::Kod { len: 48 });
+        let h = Header::parse(&out).unwrap();
+        assert_eq!(
+            &out[24..32],
+            &req[40..48],
+            "a basic KoD's origin is the request's transmit"
+        );
+        assert_eq!(h.transmit_ts, NtpTimestamp::ZERO, "left for set_transmit");
+        assert_eq!(h.reference_id, *b"RATE");
+    }
+
+    #[test]
+    fn an_interleaved_request_still_obeys_access_control() {
+        let req = interleaved_request();
+        let previous = NtpTimestamp(0xE8F0_0000_7000_8000);
+        assert_eq!(
+            answer_interleaved(&req, Access::Deny, previous).0,
+            ReplyAction::Drop(DropReason::Denied)
+        );
+        assert_eq!(
+            answer_interleaved(&req, Access::Limit, previous).0,
+            ReplyAction::Drop(DropReason::RateLimited)
+        );
+        let (action, out) = answer_interleaved(&req, Access::ServeRaisingPoll(9), previous);
+        assert_eq!(action, ReplyAction::Reply { len: 48 });
+        assert_eq!(Header::parse(&out).unwrap().poll, 9);
+    }
+
+    #[test]
+    fn a_basic_reply_to_an_interleaved_request_echoes_its_transmit() {
+        // No kept pair: the server answers in the basic mode, and the client
+        // sees origin = its transmit, which tells it so.
+        let req = interleaved_request();
+        let (action, out) = answer(&req, &synced(), Access::Serve);
+        assert_eq!(action, ReplyAction::Reply { len: 48 });
+        assert_eq!(&out[24..32], &req[40..48]);
+    }
+
     fn any_access() -> impl Strategy<Value = Access> {
         prop_oneof![
             Just(Access::Serve),
@@ -452,6 +598,30 @@ mod tests {
                 ReplyAction::Reply { len } | ReplyAction::Kod { len } => {
                     prop_assert!(len <= bytes.len());
                     prop_assert!(len >= HEADER_LEN);
+                    prop_assert_eq!(&out[24..32], &bytes[40..48]);
+                }
+                ReplyAction::Drop(_) => {}
+            }
+        }
+
+        // Interleaved replies follow the same length rule; their origin is the
+        // request's receive timestamp, a KoD's its transmit timestamp.
+        #[test]
+        fn interleaved_reply_never_longer_and_echoes_receive(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            access in any_access(),
+            previous in any::<u64>(),
+        ) {
+            let mut out = vec![0u8; 2048];
+            let Ok(parsed) = parse_client_request(&bytes, false) else { return Ok(()) };
+            match respond_interleaved(&parsed, RX, NtpTimestamp(previous), &synced(), access, &mut out) {
+                ReplyAction::Reply { len } => {
+                    prop_assert!(len <= bytes.len());
+                    prop_assert_eq!(&out[24..32], &bytes[32..40]);
+                    prop_assert_eq!(&out[40..48], &mark_transmit(NtpTimestamp(previous)).to_be_bytes());
+                }
+                ReplyAction::Kod { len } => {
+                    prop_assert!(len <= bytes.len());
                     prop_assert_eq!(&out[24..32], &bytes[40..48]);
                 }
                 ReplyAction::Drop(_) => {}

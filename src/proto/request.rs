@@ -48,8 +48,15 @@ pub struct ClientRequest {
     pub version: u8,
     /// The client's poll exponent, echoed (or raised) in the reply.
     pub poll: i8,
-    /// The request's transmit timestamp, copied byte for byte into the reply's
-    /// origin (clients put random nonces there).
+    /// The request's origin timestamp: zero, or what the client took from
+    /// the server's previous reply (its receive timestamp when the client
+    /// asks for the interleaved mode, RFC 9769).
+    pub origin: NtpTimestamp,
+    /// The request's receive timestamp: copied into an interleaved reply's
+    /// origin.
+    pub receive: NtpTimestamp,
+    /// The request's transmit timestamp, copied byte for byte into a basic
+    /// reply's origin (clients put random nonces there).
     pub transmit: NtpTimestamp,
     /// The request carried a MAC for a key we do not have: the reply ends
     /// with a crypto-NAK (RFC 5905 §7.5), so the client learns why there is
@@ -85,6 +92,8 @@ pub fn parse_client_request(
     Ok(ClientRequest {
         version: header.version,
         poll: header.poll,
+        origin: header.origin_ts,
+        receive: header.receive_ts,
         transmit: header.transmit_ts,
         crypto_nak: matches!(trailer.mac, Some(MacKind::Keyed { .. })),
     })
@@ -98,6 +107,8 @@ mod tests {
         let mut r = vec![0u8; 48];
         r[0] = (version << 3) | mode;
         r[2] = 6;
+        r[24..32].copy_from_slice(&[0xe8, 0, 0, 1, 0, 0, 0, 0x11]);
+        r[32..40].copy_from_slice(&[0xe8, 0, 0, 2, 0, 0, 0, 0x22]);
         r[40..48].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4]);
         r
     }
@@ -111,6 +122,8 @@ mod tests {
                 req.transmit.to_be_bytes(),
                 [0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4]
             );
+            assert_eq!(req.origin, NtpTimestamp(0xe800_0001_0000_0011));
+            assert_eq!(req.receive, NtpTimestamp(0xe800_0002_0000_0022));
             assert!(!req.crypto_nak);
             assert_eq!(req.reply_len(), 48);
         }

@@ -6,8 +6,10 @@
 
 pub mod access;
 pub mod io;
+pub mod queries;
 pub mod responder;
 pub mod stats;
+pub mod xleave;
 
 use std::io as stdio;
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use io::sockets::{self, ListenSocket};
 use io::{mmsg, uring};
 use responder::Responder;
 use stats::WorkerStats;
+use xleave::XleaveTable;
 
 /// Which I/O backend the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +59,12 @@ pub struct ServerOptions {
     pub rcvbuf: usize,
     /// With [`Backend::Xdp`]: the interface and its options.
     pub xdp: Option<crate::config::XdpConfig>,
+    /// What mode 6 queries read; none: they are refused.
+    pub queries: Option<Arc<dyn queries::ControlQueries>>,
+    /// Kernel transmit timestamps on the listening sockets.
+    pub tx_timestamps: bool,
+    /// The interleaved mode's table size, in pairs; `None`: the mode is off.
+    pub xleave: Option<usize>,
 }
 
 /// Running workers.
@@ -65,6 +74,7 @@ pub struct Server {
     shutdown: EventFd,
     local: Vec<SocketAddr>,
     backend: Backend,
+    xleave: Option<Arc<XleaveTable>>,
 }
 
 /// Sockets bound for every worker, before any worker thread exists (so that
@@ -94,10 +104,16 @@ impl BoundServer {
         let mut per_worker: Vec<Vec<ListenSocket>> = (0..workers).map(|_| Vec::new()).collect();
         let mut local = Vec::new();
         for addr in &options.listen {
-            let group =
-                sockets::open_listen_group(*addr, workers, options.rcvbuf).map_err(|e| {
+            let group = sockets::open_group(*addr, workers, options.rcvbuf, options.tx_timestamps)
+                .map_err(|e| {
                     stdio::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
                 })?;
+            if options.tx_timestamps && group[0].tx_ids == sockets::TxStampIds::Off {
+                log::warn!(
+                    "{addr}: the kernel gives no transmit timestamps: basic replies only, and \
+                     no T3 error histogram"
+                );
+            }
             // The kernel doubles what it grants; less than that means
             // net.core.rmem_max capped it (no CAP_NET_ADMIN at bind time).
             if group[0].rcvbuf < 2 * options.rcvbuf {
@@ -142,10 +158,15 @@ impl BoundServer {
         };
         let mut handles = Vec::new();
         let mut all_stats = Vec::new();
+        let xleave = options
+            .xleave
+            .map(|entries| Arc::new(XleaveTable::new(entries)));
         for (index, sockets) in per_worker.into_iter().enumerate() {
             let stats = Arc::new(WorkerStats::default());
             all_stats.push(stats.clone());
-            let mut responder = Responder::new(state.clone(), options.access.clone(), stats);
+            let mut responder = Responder::new(state.clone(), options.access.clone(), stats)
+                .with_queries(options.queries.clone())
+                .with_xleave(xleave.clone());
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let wake: OwnedFd = shutdown.as_fd().try_clone_to_owned()?;
             let backend = socket_backend(options.backend);
@@ -185,6 +206,7 @@ impl BoundServer {
             shutdown,
             local,
             backend: options.backend,
+            xleave,
         })
     }
 }
@@ -206,6 +228,11 @@ impl Server {
 
     pub fn stats(&self) -> &[Arc<WorkerStats>] {
         &self.stats
+    }
+
+    /// The interleaved mode's table, when the mode is on.
+    pub fn xleave(&self) -> Option<&Arc<XleaveTable>> {
+        self.xleave.as_ref()
     }
 
     /// True while every worker is running.

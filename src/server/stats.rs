@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::proto::DropReason;
 use crate::telemetry::histogram::{Histogram, Snapshot};
+use crate::telemetry::signed::{SignedBounds, SignedHistogram, SignedSnapshot};
 pub use crate::telemetry::Counter;
 
 /// What became of a received datagram.
@@ -25,11 +26,15 @@ pub enum Outcome {
     Overload,
     /// Sent to a broadcast or multicast address: not answered.
     NotUnicast,
+    /// A mode 6 query (ntpq) answered.
+    Query,
+    /// A mode 6 query from an address `restrict ... noquery` covers.
+    QueryRefused,
     /// A caller bug (reply buffer too small); should stay 0.
     Internal,
 }
 
-pub const OUTCOMES: [Outcome; 12] = [
+pub const OUTCOMES: [Outcome; 14] = [
     Outcome::Answered,
     Outcome::Kod,
     Outcome::RateLimited,
@@ -41,6 +46,8 @@ pub const OUTCOMES: [Outcome; 12] = [
     Outcome::Truncated,
     Outcome::Overload,
     Outcome::NotUnicast,
+    Outcome::Query,
+    Outcome::QueryRefused,
     Outcome::Internal,
 ];
 
@@ -59,6 +66,8 @@ impl Outcome {
             Outcome::Truncated => "oversized",
             Outcome::Overload => "overload",
             Outcome::NotUnicast => "not_unicast",
+            Outcome::Query => "query",
+            Outcome::QueryRefused => "query_refused",
             Outcome::Internal => "internal_error",
         }
     }
@@ -102,6 +111,79 @@ pub static RESPONSE_TIME_BOUNDS_NS: [u64; 16] = [
 /// `le` bounds of the batch size histogram (datagrams per wake-up).
 pub static BATCH_SIZE_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096];
 
+/// Where a reply's transmit timestamp came from, once it had left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StampSource {
+    /// The kernel's software stamp, as the driver got the reply.
+    Kernel = 0,
+    /// The NIC's stamp.
+    Hardware,
+    /// None came (transmit timestamps off or unavailable, or lost).
+    None,
+}
+
+pub const STAMP_SOURCES: [StampSource; 3] = [
+    StampSource::Kernel,
+    StampSource::Hardware,
+    StampSource::None,
+];
+
+impl StampSource {
+    /// The `source` label in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            StampSource::Kernel => "kernel",
+            StampSource::Hardware => "hardware",
+            StampSource::None => "none",
+        }
+    }
+}
+
+static T3_ERROR_BELOW: [u64; 9] = [
+    499, 999, 1_999, 4_999, 9_999, 19_999, 99_999, 999_999, 9_999_999,
+];
+static T3_ERROR_ABOVE: [u64; 13] = [
+    0,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// `le` bounds of the transmit timestamp error histogram, in ns: -10 ms ..
+/// 100 ms, finest around zero.
+pub static T3_ERROR_BOUNDS_NS: SignedBounds = SignedBounds {
+    negative: &T3_ERROR_BELOW,
+    positive: &T3_ERROR_ABOVE,
+};
+
+/// What the interleaved mode did (RFC 9769), per worker.
+#[derive(Default)]
+pub struct XleaveCounters {
+    /// Replies in the interleaved mode.
+    pub interleaved: Counter,
+    /// Requests that asked for it and were answered in the basic mode:
+    /// their pair was not kept (the client's first request in the mode),
+    /// was replaced, or had been taken.
+    pub missed: Counter,
+    /// Pairs kept, and of those, kept in place of another.
+    pub kept: Counter,
+    pub replaced: Counter,
+    /// Pairs not kept: the same receive stamp twice, a reply that left more
+    /// than 67 ms after its request arrived, a busy bucket.
+    pub not_kept: Counter,
+    /// Pairs removed: a duplicate, or the table emptied after a clock step.
+    pub removed: Counter,
+}
+
 /// Counters of one worker, aligned so that two workers never share a cache line.
 #[repr(align(128))]
 pub struct WorkerStats {
@@ -123,6 +205,12 @@ pub struct WorkerStats {
     /// Server processing time T3 − T2 of answered requests, ns.
     pub response_time: Histogram,
     pub batch_size: Histogram,
+    /// Kernel transmit stamp − transmit timestamp written, ns, per basic
+    /// reply: how far off the estimated departure was.
+    pub t3_error: SignedHistogram,
+    /// Replies by where their transmit timestamp came from, once sent.
+    tx_stamps: [Counter; STAMP_SOURCES.len()],
+    pub xleave: XleaveCounters,
 }
 
 impl Default for WorkerStats {
@@ -141,6 +229,9 @@ impl Default for WorkerStats {
             busy_ns: Counter::default(),
             response_time: Histogram::new(&RESPONSE_TIME_BOUNDS_NS),
             batch_size: Histogram::new(&BATCH_SIZE_BOUNDS),
+            t3_error: SignedHistogram::new(&T3_ERROR_BOUNDS_NS),
+            tx_stamps: Default::default(),
+            xleave: XleaveCounters::default(),
         }
     }
 }
@@ -169,6 +260,27 @@ impl WorkerStats {
     pub fn received(&self) -> u64 {
         OUTCOMES.iter().map(|o| self.outcome_total(*o)).sum()
     }
+
+    /// Counts one sent reply's transmit timestamp by its source.
+    #[inline]
+    pub fn count_stamp(&self, source: StampSource) {
+        self.tx_stamps[source as usize].bump();
+    }
+
+    pub fn stamps(&self, source: StampSource) -> u64 {
+        self.tx_stamps[source as usize].get()
+    }
+
+    /// Pairs kept for interleaved replies and not yet taken, replaced or
+    /// removed (by this worker's count; summed over workers it is the
+    /// table's).
+    pub fn xleave_held(&self) -> i64 {
+        let x = &self.xleave;
+        x.kept.get() as i64
+            - x.interleaved.get() as i64
+            - x.replaced.get() as i64
+            - x.removed.get() as i64
+    }
 }
 
 /// Sum of one outcome over workers.
@@ -179,6 +291,15 @@ pub fn total(all: &[Arc<WorkerStats>], outcome: Outcome) -> u64 {
 /// Sum of one counter over workers.
 pub fn sum(all: &[Arc<WorkerStats>], counter: fn(&WorkerStats) -> u64) -> u64 {
     all.iter().map(|s| counter(s)).sum()
+}
+
+/// One signed histogram merged over workers.
+pub fn merged_signed(
+    all: &[Arc<WorkerStats>],
+    pick: fn(&WorkerStats) -> &SignedHistogram,
+) -> SignedSnapshot {
+    let histograms: Vec<&SignedHistogram> = all.iter().map(|s| pick(s)).collect();
+    SignedSnapshot::merge(&histograms)
 }
 
 /// One histogram merged over workers.

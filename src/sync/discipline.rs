@@ -176,6 +176,22 @@ impl Discipline {
         }
     }
 
+    /// Ends any slew now, leaving the clock at the base frequency: for a
+    /// daemon that stops, since nobody would end a slew left running on a
+    /// kernel clock. Returns whether one was cut short.
+    pub fn end_slew<C: ClockControl + ?Sized>(
+        &mut self,
+        now: f64,
+        clock: &mut C,
+    ) -> Result<bool, ClockError> {
+        if self.slew_end.is_none() {
+            return Ok(false);
+        }
+        self.set_rate(now, self.base, clock)?;
+        self.slew_end = None;
+        Ok(true)
+    }
+
     /// Corrects `offset` (seconds; positive: the clock is behind) and, when
     /// given, sets the frequency correction to `frequency` (dimensionless).
     pub fn apply<C: ClockControl + ?Sized>(
@@ -336,6 +352,22 @@ mod tests {
         assert!((d.phase_at(30.0) - 0.1025).abs() < 1e-12);
         assert_eq!(d.wakeup(), None);
         assert_eq!(d.remaining_slew(25.0), 0.0);
+    }
+
+    #[test]
+    fn ending_a_slew_early_leaves_the_base_frequency() {
+        let mut clock = Recorder::default();
+        let mut d = Discipline::new(DisciplineConfig::default(), None, 0.0, &mut clock).unwrap();
+        d.apply(0.0, 0.1, Some(12e-6), &mut clock).unwrap();
+        assert!(clock.ppm > 4000.0);
+        assert!(d.end_slew(5.0, &mut clock).unwrap());
+        assert!((clock.ppm - 12.0).abs() < 1e-9);
+        assert_eq!(d.wakeup(), None);
+        assert_eq!(d.remaining_slew(6.0), 0.0);
+        // What was applied until the cut stays in the phase record.
+        let applied = 0.1 / 20.0 * 5.0;
+        assert!((d.phase_at(5.0) - (12e-6 * 5.0 + applied)).abs() < 1e-12);
+        assert!(!d.end_slew(6.0, &mut clock).unwrap());
     }
 
     #[test]

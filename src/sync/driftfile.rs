@@ -168,13 +168,24 @@ fn create_exclusive(temp: &Path) -> io::Result<File> {
     }
 }
 
-/// Whether it is time to write again: never written, or an hour since the
-/// last write (monotonic seconds).
-pub fn should_write(last_write: Option<f64>, now: f64) -> bool {
-    match last_write {
-        None => true,
-        Some(t) => now - t >= WRITE_INTERVAL,
-    }
+/// Whether the frequency is known well enough to be kept: its standard
+/// deviation, ppm, at most this. A value still close to its prior (the
+/// previous driftfile, or the kernel's frequency at start) is not a
+/// measurement, and a restart would trust it as one.
+pub const MEASURED_SD_PPM: f64 = 0.5;
+
+pub fn is_measured(frequency_sd_ppm: f64) -> bool {
+    frequency_sd_ppm <= MEASURED_SD_PPM
+}
+
+/// Whether to write now: the frequency is measured, and it was never written
+/// or an hour has passed since (monotonic seconds).
+pub fn should_write(last_write: Option<f64>, now: f64, frequency_sd_ppm: f64) -> bool {
+    is_measured(frequency_sd_ppm)
+        && match last_write {
+            None => true,
+            Some(t) => now - t >= WRITE_INTERVAL,
+        }
 }
 
 #[cfg(test)]
@@ -290,8 +301,18 @@ mod tests {
 
     #[test]
     fn hourly_policy() {
-        assert!(should_write(None, 0.0));
-        assert!(!should_write(Some(100.0), 100.0 + 3599.0));
-        assert!(should_write(Some(100.0), 100.0 + 3600.0));
+        assert!(should_write(None, 0.0, 0.1));
+        assert!(!should_write(Some(100.0), 100.0 + 3599.0, 0.1));
+        assert!(should_write(Some(100.0), 100.0 + 3600.0, 0.1));
+    }
+
+    #[test]
+    fn only_a_measured_frequency_is_written() {
+        // At the first synchronization the frequency is still the prior
+        // (100 ppm uncertain without a driftfile, 1 ppm with one).
+        assert!(!should_write(None, 20.0, 100.0));
+        assert!(!should_write(None, 20.0, 1.0));
+        assert!(!should_write(Some(0.0), 7200.0, 0.6));
+        assert!(should_write(None, 300.0, 0.4));
     }
 }

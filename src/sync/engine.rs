@@ -22,8 +22,8 @@ use crate::proto::{LeapIndicator, NtpTimestamp, SystemInfo, HEADER_LEN};
 
 /// Frequency uncertainty a new source starts with: 100 ppm (any oscillator
 /// worth using) until the sources have measured it; 1 ppm from a driftfile
-/// (a wrong driftfile shows as large innovations, which raise the learnt
-/// wander and with it the uncertainty); never below 0.01 ppm.
+/// (a wrong driftfile shows as innovations of 10σ and more, and the
+/// estimators then drop it: see `estimate.rs`); never below 0.01 ppm.
 const PRIOR_FREQUENCY_SD: f64 = 1e-4;
 const DRIFTFILE_FREQUENCY_SD: f64 = 1e-6;
 const MIN_FREQUENCY_SD: f64 = 1e-8;
@@ -419,7 +419,14 @@ impl Engine {
     ) -> Result<Option<ClockUpdate>, ClockError> {
         self.discipline.tick(now, clock)?;
         let mut done = None;
-        if self.dirty {
+        // At the holdover bound, select again before giving up: sources that
+        // still answer but were not polled within the holdover (one shorter
+        // than the poll interval) must not make the clock flap.
+        let holdover_due = self.synchronized
+            && self
+                .last_selection
+                .is_some_and(|t| now - t >= self.config.holdover);
+        if self.dirty || holdover_due {
             self.dirty = false;
             if let Some(estimate) = self.run_selection(now) {
                 self.last_selection = Some(now);
@@ -450,7 +457,16 @@ impl Engine {
         self.leap = self.current_leap(clock.now());
         let status = self.clock_status();
         if self.last_status != Some(status) {
-            clock.set_status(&status)?;
+            // Sent at a change of any field (a new jitter at a poll, too), not
+            // only at clock updates: the maximum error starts from the root
+            // distance replies serve now, aged since the update, and the
+            // kernel ages it from there (500 ppm a second, above their 15).
+            let sent = ClockStatus {
+                max_error: self.system.root_delay / 2.0
+                    + self.system.root_dispersion_at(clock.now()),
+                ..status
+            };
+            clock.set_status(&sent)?;
             self.last_status = Some(status);
         }
         Ok(done)
@@ -724,6 +740,17 @@ impl Engine {
         }
     }
 
+    /// Call when the daemon stops: ends a slew in progress, so the clock is
+    /// left running at the frequency correction alone (a kernel clock keeps
+    /// whatever rate it was last given).
+    pub fn finish<C: ClockControl + ?Sized>(
+        &mut self,
+        now: f64,
+        clock: &mut C,
+    ) -> Result<bool, ClockError> {
+        self.discipline.end_slew(now, clock)
+    }
+
     pub fn is_synchronized(&self) -> bool {
         self.synchronized
     }
@@ -731,6 +758,12 @@ impl Engine {
     /// The frequency correction to save in the driftfile, ppm (slew excluded).
     pub fn frequency_ppm(&self) -> f64 {
         self.discipline.base_frequency() * 1e6
+    }
+
+    /// How uncertain that frequency is, ppm (one standard deviation): the
+    /// prior's until the sources have measured it.
+    pub fn frequency_sd_ppm(&self) -> f64 {
+        self.frequency_sd * 1e6
     }
 
     pub fn system_peer(&self) -> Option<SourceId> {

@@ -41,6 +41,13 @@ const WANDER_GRID_LOW: f64 = -22.0;
 const WANDER_GRID_STEP: f64 = 0.25;
 /// Standard deviation of the prior on log10(q), decades.
 const WANDER_PRIOR_DECADES: f64 = 3.0;
+/// Innovations this many variances large (10σ), twice in a row, mean the
+/// state is wrong, not the samples: typically a frequency prior (a driftfile)
+/// far from the truth, which the wander alone would take hours to leave.
+const DIVERGENCE_NIS: f64 = 100.0;
+/// The frequency uncertainty the filter falls back to then: 100 ppm, as
+/// without any prior.
+const RESET_FREQUENCY_SD: f64 = 1e-4;
 
 /// log10 of the k-th candidate.
 fn wander_grid(k: usize) -> f64 {
@@ -146,6 +153,8 @@ pub struct Estimator {
     wander_ll: [f64; WANDER_GRID],
     delays: VecDeque<f64>,
     samples: u64,
+    /// Consecutive innovations beyond `DIVERGENCE_NIS`.
+    surprises: u32,
 }
 
 impl Estimator {
@@ -158,6 +167,7 @@ impl Estimator {
             wander_ll: [0.0; WANDER_GRID],
             delays: VecDeque::with_capacity(DELAY_HISTORY),
             samples: 0,
+            surprises: 0,
         }
     }
 
@@ -259,10 +269,24 @@ impl Estimator {
             return None;
         };
         let interval = (p.t - state.t).max(0.0);
-        let pred = state.at(p.t, self.q);
+        let mut pred = state.at(p.t, self.q);
         let nu = p.y - pred.y;
-        let s = pred.p00 + r;
+        let mut s = pred.p00 + r;
         self.learn_wander(&pred, interval, nu, r);
+        self.surprises = if nu * nu / s > DIVERGENCE_NIS {
+            self.surprises + 1
+        } else {
+            0
+        };
+        if self.surprises >= 2 {
+            // Forget what was believed of the frequency, and of the offset as
+            // far as this innovation shows it wrong; the data decide from here.
+            self.surprises = 0;
+            pred.p11 = pred.p11.max(RESET_FREQUENCY_SD * RESET_FREQUENCY_SD);
+            pred.p01 = 0.0;
+            pred.p00 = pred.p00.max(nu * nu);
+            s = pred.p00 + r;
+        }
         let k0 = pred.p00 / s;
         let k1 = pred.p01 / s;
         self.state = Some(State {
@@ -372,6 +396,38 @@ mod tests {
         // is the only one known: up to ±0.5 ms).
         let expected = (1e-8f64 + 1e-6 / 12.0 + 1e-12).sqrt();
         assert!((sd - expected).abs() < 1e-9, "{sd} {expected}");
+    }
+
+    #[test]
+    fn a_contradicted_frequency_prior_is_dropped() {
+        // Prior 0 ± 1 ppm (a driftfile), truth 200 ppm: eight burst samples
+        // 2 s apart show it plainly.
+        let mut e = Estimator::new(Weighting::Delay, WanderConfig::default());
+        let mut rng = 3u64;
+        for i in 0..8 {
+            let t = i as f64 * 2.0;
+            e.add(
+                point(t, 200e-6 * t + 20e-6 * lcg(&mut rng), 0.0002),
+                0.0,
+                1e-6,
+            );
+        }
+        let (b, var) = e.frequency(14.0).unwrap();
+        assert!((b - 200e-6).abs() < 10e-6, "{} ppm", b * 1e6);
+        assert!(
+            var.sqrt() > (b - 200e-6).abs() / 3.0,
+            "overconfident: {}",
+            var.sqrt()
+        );
+        // A right prior is kept: samples on a 0 ppm line, as noisy as their
+        // delays say.
+        let mut right = Estimator::new(Weighting::Delay, WanderConfig::default());
+        for i in 0..8 {
+            let t = i as f64 * 2.0;
+            right.add(point(t, 2e-6 * lcg(&mut rng), 0.0002), 0.0, 1e-6);
+        }
+        let (b, var) = right.frequency(14.0).unwrap();
+        assert!(b.abs() < 1e-6 && var.sqrt() <= 1e-6, "{b} {var}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::board::SourceBoard;
+use super::discipline::ClockUpdate;
 use super::driftfile::Driftfile;
 use super::engine::{Engine, EngineConfig, SourceId};
 use super::exchange::{open_request_socket, receive, InFlight};
@@ -176,6 +177,9 @@ struct Upstreams {
     random: RandomState,
     requests: u64,
     last_drift_write: Option<f64>,
+    /// Clock steps so far, published for the workers (they forget the
+    /// transmit timestamps kept from before a step).
+    clock_steps: u64,
 }
 
 impl Upstreams {
@@ -229,6 +233,7 @@ impl Upstreams {
             random: RandomState::new(),
             requests: 0,
             last_drift_write: None,
+            clock_steps: 0,
         })
     }
 
@@ -245,9 +250,19 @@ impl Upstreams {
             self.receive_replies();
             self.update();
         }
+        // A slew in progress ends with the process: its rate must not stay
+        // in the kernel for good.
+        let now = self.now();
+        match self.engine.finish(now, self.clock.control()) {
+            Ok(true) => log::info!(
+                "clock: slew in progress ended at exit; the frequency stays at its measured value"
+            ),
+            Ok(false) => {}
+            Err(e) => log::warn!("clock: {e}"),
+        }
         // A last driftfile on the way out, so a restart resumes from here.
         if self.engine.is_synchronized() {
-            self.write_driftfile(self.now(), true);
+            self.write_driftfile(now, true);
         }
     }
 
@@ -389,15 +404,22 @@ impl Upstreams {
     fn update(&mut self) {
         let now = self.now();
         match self.engine.update(now, self.clock.control()) {
-            Ok(Some(update)) => log::debug!("clock update: {update:?}"),
+            Ok(Some(update)) => {
+                if let ClockUpdate::Stepped { .. } = update {
+                    self.clock_steps += 1;
+                }
+                log::debug!("clock update: {update:?}")
+            }
             Ok(None) => {}
             Err(e) => log::warn!("clock: {e}"),
         }
         self.publisher.publish(&ServerState {
             system: self.engine.system_info(),
             correction: self.clock.correction(),
+            clock_steps: self.clock_steps,
         });
-        self.board.post(self.engine.sources(now));
+        self.board
+            .post(self.engine.sources(now), self.engine.status(now));
         if self.engine.is_synchronized() {
             self.write_driftfile(now, false);
         }
@@ -408,7 +430,13 @@ impl Upstreams {
         let Some(file) = &self.options.driftfile else {
             return;
         };
-        if !force && !super::driftfile::should_write(self.last_drift_write, now) {
+        let sd = self.engine.frequency_sd_ppm();
+        let due = if force {
+            super::driftfile::is_measured(sd)
+        } else {
+            super::driftfile::should_write(self.last_drift_write, now, sd)
+        };
+        if !due {
             return;
         }
         if let Err(e) = file.write(self.engine.frequency_ppm()) {

@@ -23,7 +23,7 @@ use super::discipline::ClockUpdate;
 use super::engine::{Engine, EngineConfig, SourceId};
 use super::select::Mark;
 use super::source::SourceOptions;
-use crate::clock::{ClockControl, SoftwareClock, SystemTime};
+use crate::clock::{ClockControl, ClockError, ClockStatus, SoftwareClock, SystemTime};
 use crate::proto::{Header, LeapIndicator, Mode, NtpShort, NtpTimestamp, HEADER_LEN};
 
 /// When the start-up transient is over, for [`Report::max_settled`], s.
@@ -316,6 +316,8 @@ pub struct Sim {
     pub sync_changes: Vec<(f64, bool)>,
     /// (true time, offset) of every step.
     pub steps: Vec<(f64, f64)>,
+    /// (true time, status handed to the clock, root distance replies serve then).
+    pub statuses: Vec<(f64, ClockStatus, f64)>,
     pub replies: u64,
     pub rejected: u64,
 }
@@ -356,6 +358,35 @@ impl Report {
     }
 }
 
+/// The simulation's clock as the engine's `update` sees it, keeping what it
+/// hands to `set_status` (a kernel clock's `STA_UNSYNC`, leap bits, errors).
+struct StatusLog<'a> {
+    clock: &'a mut SoftwareClock<SimTime>,
+    statuses: &'a mut Vec<ClockStatus>,
+}
+
+impl ClockControl for StatusLog<'_> {
+    fn now(&self) -> NtpTimestamp {
+        self.clock.now()
+    }
+    fn frequency_ppm(&self) -> f64 {
+        self.clock.frequency_ppm()
+    }
+    fn set_frequency(&mut self, ppm: f64) -> Result<(), ClockError> {
+        self.clock.set_frequency(ppm)
+    }
+    fn step(&mut self, seconds: f64) -> Result<(), ClockError> {
+        self.clock.step(seconds)
+    }
+    fn max_frequency_ppm(&self) -> f64 {
+        self.clock.max_frequency_ppm()
+    }
+    fn set_status(&mut self, status: &ClockStatus) -> Result<(), ClockError> {
+        self.statuses.push(*status);
+        Ok(())
+    }
+}
+
 impl Sim {
     pub fn new(scenario: Scenario) -> Self {
         let time = SimTime(Rc::new(Cell::new(0)));
@@ -387,6 +418,7 @@ impl Sim {
             first_selected: vec![None; n],
             sync_changes: Vec::new(),
             steps: Vec::new(),
+            statuses: Vec::new(),
             replies: 0,
             rejected: 0,
             scenario,
@@ -519,10 +551,20 @@ impl Sim {
     }
 
     fn engine_update(&mut self) {
-        match self.engine.update(self.mono, &mut self.clock) {
+        let mut sent = Vec::new();
+        let mut clock = StatusLog {
+            clock: &mut self.clock,
+            statuses: &mut sent,
+        };
+        match self.engine.update(self.mono, &mut clock) {
             Ok(Some(ClockUpdate::Stepped { offset, .. })) => self.steps.push((self.t, offset)),
             Ok(_) => {}
             Err(e) => panic!("software clock refused: {e}"),
+        }
+        let served = self.engine.system_info();
+        let distance = served.root_delay / 2.0 + served.root_dispersion_at(self.clock.now());
+        for status in sent {
+            self.statuses.push((self.t, status, distance));
         }
         let synced = self.engine.is_synchronized();
         if self.sync_changes.last().map(|c| c.1) != Some(synced) {

@@ -516,6 +516,39 @@ fn driftfile_start() {
 }
 
 #[test]
+fn wrong_driftfile_is_unlearnt() {
+    // A driftfile 200 ppm off (another machine's, or one written before the
+    // frequency was known): the first burst contradicts it, and the
+    // estimators drop it instead of creeping away from it at the wander's pace.
+    for (sim, r) in run_seeds(131..134, |seed| {
+        let mut s = Scenario::baseline("wrong driftfile (200 ppm off)", seed);
+        s.engine.initial_frequency_ppm = Some(100.0);
+        s.initial_offset = 0.01;
+        s
+    }) {
+        assert_bars(
+            &r,
+            Bars {
+                sync: 90.0,
+                rms: 100e-6,
+                ..BASELINE_BARS
+            },
+        );
+        let late = sim
+            .freq_errors
+            .iter()
+            .filter(|f| f.0 > 600.0)
+            .map(|f| f.1.abs())
+            .fold(0.0, f64::max);
+        eprintln!(
+            "  largest frequency error after 10 min {:.3} ppm",
+            late * 1e6
+        );
+        assert!(late < 1e-6);
+    }
+}
+
+#[test]
 fn delay_weighting_beats_the_rfc_filter() {
     // The same runs with the RFC 5905 clock filter choosing which samples
     // feed the estimator, instead of all samples weighted by delay.

@@ -3,6 +3,7 @@
 //! the control socket and logs read.
 
 pub mod histogram;
+pub mod signed;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

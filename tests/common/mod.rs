@@ -264,6 +264,33 @@ pub fn have_tool(tool: &str, package: &str) -> bool {
     panic!("{tool} is not installed: run scripts/install-test-deps (Debian package {package})");
 }
 
+/// NTPsec's ntpq, as scripts/install-test-deps unpacks it (it conflicts
+/// with chrony as a package), ready to run; fails loudly when missing
+/// unless TACHYON_SKIP_EXTERNAL=1 (then None).
+pub fn ntpq() -> Option<Command> {
+    let root = PathBuf::from("/opt/tachyon-tests/ntpsec");
+    let script = root.join("usr/bin/ntpq");
+    if !script.exists() {
+        if std::env::var("TACHYON_SKIP_EXTERNAL").as_deref() == Ok("1") {
+            eprintln!(
+                "SKIPPED: {} is missing (TACHYON_SKIP_EXTERNAL=1)",
+                script.display()
+            );
+            return None;
+        }
+        panic!(
+            "{} is missing: run scripts/install-test-deps (it unpacks Debian's ntpsec and \
+             python3-ntp there)",
+            script.display()
+        );
+    }
+    let mut command = Command::new("python3");
+    command
+        .arg(script)
+        .env("PYTHONPATH", root.join("usr/lib/python3/dist-packages"));
+    Some(command)
+}
+
 /// Whether io_uring works here (the daemon's own probe). Where it does not,
 /// fails with the reason, unless TACHYON_SKIP_EXTERNAL=1 allows skipping.
 pub fn uring_available() -> bool {

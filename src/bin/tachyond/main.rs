@@ -21,10 +21,12 @@ use tachyon::clock::system::SystemClock;
 use tachyon::config::{ClockChoice, Config, ConfigFormat};
 use tachyon::control::{default_socket_path, ControlServer};
 use tachyon::metrics::http::MetricsServer;
+use tachyon::observe::queries::QueryView;
 use tachyon::observe::Observed;
 use tachyon::server::access::ratelimit::RateLimiter;
 use tachyon::server::access::restrict::RestrictTable;
 use tachyon::server::access::{AccessControl, SharedAccess};
+use tachyon::server::queries::ControlQueries;
 use tachyon::server::{choose_backend, stats, ServerOptions};
 use tachyon::state::{shared_state, ServerState};
 use tachyon::sync::driftfile::{DriftFormat, Driftfile};
@@ -41,6 +43,7 @@ const DEFAULT_METRICS: &str = "127.0.0.1:9123";
 
 #[derive(Parser, Debug)]
 #[command(
+    name = "tachyond",
     version,
     about = "tachyon NTP server: per-core io_uring workers for busy NTP Pool servers"
 )]
@@ -77,6 +80,17 @@ pub struct Args {
 }
 
 fn main() -> ExitCode {
+    // The package build's manual pages: tachyond(8), or tachyon.conf(5).
+    if std::env::args().nth(1).as_deref() == Some("--generate-man") {
+        match std::env::args().nth(2).as_deref() {
+            Some("tachyon.conf") => print!("{}", tachyon::manual::config_page()),
+            _ => print!(
+                "{}",
+                tachyon::manual::command_page(<Args as clap::CommandFactory>::command(), "8")
+            ),
+        }
+        return ExitCode::SUCCESS;
+    }
     let args = Args::parse();
     env_logger::Builder::new()
         .parse_filters(&args.log_level)
@@ -178,6 +192,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    let board = SourceBoard::default();
+    let queries: Arc<dyn ControlQueries> = Arc::new(QueryView {
+        state: reader.clone(),
+        sources: board.clone(),
+        local: config.local_stratum.is_some(),
+    });
     let options = |listen: Vec<SocketAddr>| ServerOptions {
         listen,
         workers,
@@ -189,6 +209,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
             tachyon::config::IoChoice::Xdp(x) => Some(x.clone()),
             _ => None,
         },
+        queries: Some(queries.clone()),
+        tx_timestamps: config.tx_timestamps,
+        xleave: config.xleave.enabled.then_some(config.xleave.table_entries),
     };
     let bound = startup::bind_listeners(&config, args.config.is_none(), options)?;
     let control_path = args
@@ -202,7 +225,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
         startup::check_driftfile_directory(&config);
     }
     let server = bound.spawn(reader.clone())?;
-    let board = SourceBoard::default();
     let sync = start_sync(&config, clock_mode, precision, publisher, board.clone())?;
     let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     log::info!(
@@ -211,6 +233,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         server.stats().len(),
         server.backend().name()
     );
+    match server.xleave() {
+        Some(table) => log::info!(
+            "interleaved mode (RFC 9769): a table of {} pairs ({} MiB)",
+            table.capacity(),
+            table.memory_bytes() >> 20
+        ),
+        None => log::info!("interleaved mode off"),
+    }
 
     let request_rate = Arc::new(AtomicU64::new(0f64.to_bits()));
     let view = Arc::new(Observed {
@@ -222,6 +252,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         started: Instant::now(),
         sources: board,
         request_rate: request_rate.clone(),
+        xleave_capacity: server.xleave().map(|t| t.capacity()),
     });
     let _control = control.start(view.clone())?;
     log::info!("control socket {}", control_path.display());
@@ -317,6 +348,9 @@ fn engine_config(config: &Config, precision: i8) -> EngineConfig {
     };
     if let Some(n) = config.min_sources {
         engine.minsane = Some(n as usize);
+    }
+    if let Some(seconds) = config.holdover {
+        engine.holdover = f64::from(seconds);
     }
     if let Some(step) = config.makestep {
         engine.discipline.step_threshold = step.threshold.as_secs_f64();

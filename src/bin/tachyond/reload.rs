@@ -75,6 +75,8 @@ impl Reloader {
             (new.workers != old.workers, "workers"),
             (new.io != old.io, "io"),
             (new.rcvbuf != old.rcvbuf, "rcvbuf"),
+            (new.xleave != old.xleave, "xleave"),
+            (new.tx_timestamps != old.tx_timestamps, "txtimestamp"),
             (new.clock != old.clock, "clock"),
             (new.metrics != old.metrics, "metrics"),
             (
@@ -83,6 +85,7 @@ impl Reloader {
             ),
             (new.makestep != old.makestep, "makestep"),
             (new.min_sources != old.min_sources, "minsources"),
+            (new.holdover != old.holdover, "holdover"),
             (new.leapfile != old.leapfile, "leapfile"),
             (new.local_stratum != old.local_stratum, "local"),
         ] {

@@ -13,7 +13,8 @@ use crate::config::{Family, RestrictFlags, RestrictRule, RestrictTarget};
 struct FamilyTable {
     /// (prefix length, masked address -> flags), longest prefix first.
     by_length: Vec<(u8, HashMap<u128, RestrictFlags>)>,
-    default: RestrictFlags,
+    /// `restrict default` (`None`: no such line).
+    default: Option<RestrictFlags>,
 }
 
 impl FamilyTable {
@@ -33,10 +34,10 @@ impl FamilyTable {
         self.by_length[pos].1.insert(key, flags);
     }
 
-    fn lookup(&self, key: u128, bits: u8) -> RestrictFlags {
+    fn lookup(&self, key: u128, bits: u8) -> Option<RestrictFlags> {
         for (len, map) in &self.by_length {
             if let Some(flags) = map.get(&mask(key, *len, bits)) {
-                return *flags;
+                return Some(*flags);
             }
         }
         self.default
@@ -77,10 +78,10 @@ impl RestrictTable {
             match rule.target {
                 RestrictTarget::Default { family } => {
                     if family != Family::V6 {
-                        table.v4.default = rule.flags;
+                        table.v4.default = Some(rule.flags);
                     }
                     if family != Family::V4 {
-                        table.v6.default = rule.flags;
+                        table.v6.default = Some(rule.flags);
                     }
                 }
                 RestrictTarget::Net { addr, prefix_len } => {
@@ -100,8 +101,15 @@ impl RestrictTable {
         table
     }
 
-    /// The flags of the most specific rule matching `ip`.
+    /// The flags of the most specific rule matching `ip` (none: no
+    /// restriction).
     pub fn flags(&self, ip: IpAddr) -> RestrictFlags {
+        self.rule_for(ip).unwrap_or_default()
+    }
+
+    /// The flags of the most specific rule matching `ip`; `None` when no
+    /// rule, not even `restrict default`, matches.
+    pub fn rule_for(&self, ip: IpAddr) -> Option<RestrictFlags> {
         match key_of(ip) {
             (true, key) => self.v4.lookup(key, 32),
             (false, key) => self.v6.lookup(key, 128),

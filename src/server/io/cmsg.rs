@@ -8,7 +8,8 @@ pub const SOCKADDR_SPACE: usize = 28;
 /// Room for the receive control messages: a timestamping message (3 timespecs)
 /// plus a packet-info message, with headers and alignment, and slack.
 pub const RX_CONTROL_SPACE: usize = 192;
-/// Room for the packet-info message on send.
+/// Room for the control messages on send: packet info (40 bytes for
+/// IPv6), then the transmit timestamp's id (24).
 pub const TX_CONTROL_SPACE: usize = 64;
 
 const CMSG_HEADER: usize = std::mem::size_of::<libc::cmsghdr>();
@@ -103,9 +104,9 @@ pub struct RxMeta {
 }
 
 /// Walks a control-message buffer as the kernel laid it out (`CMSG_FIRSTHDR` /
-/// `CMSG_NXTHDR` semantics), stopping at anything malformed.
-pub fn parse_control(control: &[u8]) -> RxMeta {
-    let mut meta = RxMeta::default();
+/// `CMSG_NXTHDR` semantics), calling `f(level, type, data)` for each message
+/// and stopping at anything malformed.
+fn for_each_message(control: &[u8], mut f: impl FnMut(i32, i32, &[u8])) {
     let mut at = 0usize;
     while at + CMSG_HEADER <= control.len() {
         let len = read_usize(&control[at..]);
@@ -115,49 +116,107 @@ pub fn parse_control(control: &[u8]) -> RxMeta {
         }
         let level = read_i32(&control[at + ALIGN..]);
         let kind = read_i32(&control[at + ALIGN + 4..]);
-        let data = &control[at + cmsg_align(CMSG_HEADER)..at + len];
-        match (level, kind) {
-            (libc::SOL_SOCKET, libc::SCM_TIMESTAMPING) if data.len() >= 16 => {
-                let secs = read_i64(data);
-                let nanos = read_i64(&data[8..]);
-                if secs != 0 || nanos != 0 {
-                    meta.timestamp_ns = timespec_ns(secs, nanos);
-                }
-            }
-            (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) if data.len() >= 16 => {
-                meta.timestamp_ns = timespec_ns(read_i64(data), read_i64(&data[8..]));
-            }
-            (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if data.len() >= 4 => {
-                meta.socket_drops = Some(read_i32(data) as u32);
-            }
-            // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst; in_addr ipi_addr; }
-            // For a datagram to one of our addresses the kernel sets
-            // ipi_spec_dst to the header's destination; for a broadcast or
-            // multicast one, to a local address of the interface instead.
-            (libc::IPPROTO_IP, libc::IP_PKTINFO) if data.len() >= 12 => {
-                let ifindex = read_i32(data) as u32;
-                let spec_dst = Ipv4Addr::new(data[4], data[5], data[6], data[7]);
-                let dst = Ipv4Addr::new(data[8], data[9], data[10], data[11]);
-                meta.local = Some((IpAddr::V4(dst), ifindex));
-                meta.not_unicast = dst != spec_dst || dst.is_broadcast() || dst.is_multicast();
-            }
-            // struct in6_pktinfo { in6_addr ipi6_addr; unsigned ipi6_ifindex; }
-            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if data.len() >= 20 => {
-                let mut octets = [0u8; 16];
-                octets.copy_from_slice(&data[..16]);
-                let ifindex = read_i32(&data[16..]) as u32;
-                let dst = Ipv6Addr::from(octets);
-                meta.local = Some((IpAddr::V6(dst), ifindex));
-                meta.not_unicast = dst.is_multicast();
-            }
-            _ => {}
-        }
+        f(
+            level,
+            kind,
+            &control[at + cmsg_align(CMSG_HEADER)..at + len],
+        );
         at = match at.checked_add(cmsg_align(len)) {
             Some(next) => next,
             None => break,
         };
     }
+}
+
+/// Reads the control messages of a received datagram, ignoring anything
+/// malformed.
+pub fn parse_control(control: &[u8]) -> RxMeta {
+    let mut meta = RxMeta::default();
+    for_each_message(control, |level, kind, data| match (level, kind) {
+        (libc::SOL_SOCKET, libc::SCM_TIMESTAMPING) if data.len() >= 16 => {
+            let secs = read_i64(data);
+            let nanos = read_i64(&data[8..]);
+            if secs != 0 || nanos != 0 {
+                meta.timestamp_ns = timespec_ns(secs, nanos);
+            }
+        }
+        (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) if data.len() >= 16 => {
+            meta.timestamp_ns = timespec_ns(read_i64(data), read_i64(&data[8..]));
+        }
+        (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if data.len() >= 4 => {
+            meta.socket_drops = Some(read_i32(data) as u32);
+        }
+        // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst; in_addr ipi_addr; }
+        // For a datagram to one of our addresses the kernel sets
+        // ipi_spec_dst to the header's destination; for a broadcast or
+        // multicast one, to a local address of the interface instead.
+        (libc::IPPROTO_IP, libc::IP_PKTINFO) if data.len() >= 12 => {
+            let ifindex = read_i32(data) as u32;
+            let spec_dst = Ipv4Addr::new(data[4], data[5], data[6], data[7]);
+            let dst = Ipv4Addr::new(data[8], data[9], data[10], data[11]);
+            meta.local = Some((IpAddr::V4(dst), ifindex));
+            meta.not_unicast = dst != spec_dst || dst.is_broadcast() || dst.is_multicast();
+        }
+        // struct in6_pktinfo { in6_addr ipi6_addr; unsigned ipi6_ifindex; }
+        (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if data.len() >= 20 => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&data[..16]);
+            let ifindex = read_i32(&data[16..]) as u32;
+            let dst = Ipv6Addr::from(octets);
+            meta.local = Some((IpAddr::V6(dst), ifindex));
+            meta.not_unicast = dst.is_multicast();
+        }
+        _ => {}
+    });
     meta
+}
+
+/// A transmit timestamp the kernel queued on a socket's error queue
+/// (`SO_TIMESTAMPING` with `SOF_TIMESTAMPING_OPT_ID`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxStampMeta {
+    /// The datagram's id: the socket's count of datagrams sent, or the id
+    /// given with `SCM_TS_OPT_ID`.
+    pub id: u32,
+    /// The software stamp (taken as the driver got the datagram), Unix ns.
+    pub software_ns: Option<i64>,
+    /// The NIC's stamp, on its own clock (`SCM_TIMESTAMPING` ts[2]).
+    pub hardware_ns: Option<i64>,
+}
+
+/// `SO_EE_ORIGIN_TIMESTAMPING`: the error-queue message is a timestamp.
+const ORIGIN_TIMESTAMPING: u8 = 4;
+/// `SCM_TSTAMP_SND`: stamped when the datagram went to the device.
+const TSTAMP_SND: u32 = 0;
+
+/// Reads the control messages of one error-queue message: a transmit
+/// timestamp of a sent datagram, or `None` for anything else (scheduler or
+/// acknowledgement stamps, ICMP errors, malformed control data).
+pub fn parse_tx_stamp(control: &[u8]) -> Option<TxStampMeta> {
+    let mut stamp = TxStampMeta::default();
+    let mut is_send_stamp = false;
+    for_each_message(control, |level, kind, data| match (level, kind) {
+        (libc::SOL_SOCKET, libc::SCM_TIMESTAMPING) if data.len() >= 48 => {
+            let at =
+                |i: usize| timespec_ns(read_i64(&data[16 * i..]), read_i64(&data[16 * i + 8..]));
+            stamp.software_ns = at(0).filter(|&ns| ns != 0);
+            stamp.hardware_ns = at(2).filter(|&ns| ns != 0);
+        }
+        // struct sock_extended_err { u32 ee_errno; u8 ee_origin, ee_type,
+        // ee_code, ee_pad; u32 ee_info; u32 ee_data; }
+        (libc::SOL_IP, libc::IP_RECVERR) | (libc::SOL_IPV6, libc::IPV6_RECVERR)
+            if data.len() >= 16 =>
+        {
+            let errno = read_i32(data);
+            let info = read_i32(&data[8..]) as u32;
+            is_send_stamp =
+                errno == libc::ENOMSG && data[4] == ORIGIN_TIMESTAMPING && info == TSTAMP_SND;
+            stamp.id = read_i32(&data[12..]) as u32;
+        }
+        _ => {}
+    });
+    let stamped = stamp.software_ns.is_some() || stamp.hardware_ns.is_some();
+    (is_send_stamp && stamped).then_some(stamp)
 }
 
 /// A kernel `timespec` in Unix nanoseconds; `None` beyond what i64
@@ -195,6 +254,35 @@ pub fn write_source_pktinfo(local: IpAddr, ifindex: u32, out: &mut [u8]) -> usiz
             cmsg_align(len)
         }
     }
+}
+
+/// `SCM_TS_OPT_ID` (Linux 6.13): the id a datagram's transmit timestamp
+/// will carry, given with the datagram instead of taken from the socket's
+/// counter. Not in the libc crate yet; 81 on every architecture but alpha,
+/// mips, parisc and sparc, which tachyon does not build for.
+pub const SCM_TS_OPT_ID: i32 = 81;
+
+/// Room for the `SCM_TS_OPT_ID` message.
+pub const TS_OPT_ID_SPACE: usize = 24;
+
+/// Writes the message that gives a datagram's transmit timestamp the id
+/// `id`; returns its length (to add to `msg_controllen`).
+pub fn write_ts_opt_id(id: u32, out: &mut [u8]) -> usize {
+    out[..TS_OPT_ID_SPACE].fill(0);
+    let len = write_cmsg_header(out, 4, libc::SOL_SOCKET, SCM_TS_OPT_ID);
+    let data_at = cmsg_align(CMSG_HEADER);
+    out[data_at..data_at + 4].copy_from_slice(&id.to_ne_bytes());
+    cmsg_align(len)
+}
+
+/// Writes a per-datagram `SO_TIMESTAMPING` message asking for no transmit
+/// timestamp: the datagram neither gets one nor takes an id from the
+/// socket's counter, so sends outside the reply path (mode 6 answers) never
+/// shift the matching of stamps to replies. Returns its length.
+pub fn write_no_tx_stamp(out: &mut [u8]) -> usize {
+    out[..TS_OPT_ID_SPACE].fill(0);
+    let len = write_cmsg_header(out, 4, libc::SOL_SOCKET, libc::SO_TIMESTAMPING);
+    cmsg_align(len)
 }
 
 #[cfg(test)]
@@ -299,6 +387,94 @@ mod tests {
         second[..8].copy_from_slice(&(usize::MAX - 8).to_ne_bytes());
         c.extend_from_slice(&second);
         assert_eq!(parse_control(&c).timestamp_ns, Some(1_000_000_002));
+    }
+
+    /// An error-queue message as the kernel writes it for a transmit
+    /// timestamp: SCM_TIMESTAMPING (three timespecs), then the extended error.
+    fn tx_stamp_control(
+        software: i64,
+        hardware: i64,
+        id: u32,
+        origin: u8,
+        info: u32,
+        v6: bool,
+    ) -> Vec<u8> {
+        let mut out = vec![0u8; 64 + 32];
+        write_cmsg_header(&mut out, 48, libc::SOL_SOCKET, libc::SCM_TIMESTAMPING);
+        out[16..24].copy_from_slice(&(software / 1_000_000_000).to_ne_bytes());
+        out[24..32].copy_from_slice(&(software % 1_000_000_000).to_ne_bytes());
+        out[48..56].copy_from_slice(&(hardware / 1_000_000_000).to_ne_bytes());
+        out[56..64].copy_from_slice(&(hardware % 1_000_000_000).to_ne_bytes());
+        let (level, kind) = if v6 {
+            (libc::SOL_IPV6, libc::IPV6_RECVERR)
+        } else {
+            (libc::SOL_IP, libc::IP_RECVERR)
+        };
+        write_cmsg_header(&mut out[64..], 16, level, kind);
+        out[80..84].copy_from_slice(&libc::ENOMSG.to_ne_bytes());
+        out[84] = origin;
+        out[88..92].copy_from_slice(&info.to_ne_bytes());
+        out[92..96].copy_from_slice(&id.to_ne_bytes());
+        out
+    }
+
+    #[test]
+    fn parses_a_transmit_timestamp_and_its_id() {
+        for v6 in [false, true] {
+            let c = tx_stamp_control(1_700_000_000_000_000_123, 0, 77, 4, 0, v6);
+            assert_eq!(
+                parse_tx_stamp(&c),
+                Some(TxStampMeta {
+                    id: 77,
+                    software_ns: Some(1_700_000_000_000_000_123),
+                    hardware_ns: None
+                })
+            );
+        }
+        let hw = tx_stamp_control(0, 5_000_000_123, 9, 4, 0, false);
+        let meta = parse_tx_stamp(&hw).unwrap();
+        assert_eq!(
+            (meta.software_ns, meta.hardware_ns),
+            (None, Some(5_000_000_123))
+        );
+    }
+
+    #[test]
+    fn other_error_queue_messages_are_not_stamps() {
+        // A scheduler stamp (SCM_TSTAMP_SCHED), an ICMP error, no stamp at all.
+        assert_eq!(
+            parse_tx_stamp(&tx_stamp_control(5, 0, 1, 4, 1, false)),
+            None
+        );
+        assert_eq!(
+            parse_tx_stamp(&tx_stamp_control(5, 0, 1, 2, 0, false)),
+            None
+        );
+        assert_eq!(
+            parse_tx_stamp(&tx_stamp_control(0, 0, 1, 4, 0, false)),
+            None
+        );
+        assert_eq!(parse_tx_stamp(&[]), None);
+        assert_eq!(parse_tx_stamp(&[0xff; 96]), None);
+        let c = tx_stamp_control(5, 0, 1, 4, 0, false);
+        for n in 0..c.len() {
+            let _ = parse_tx_stamp(&c[..n]);
+        }
+    }
+
+    #[test]
+    fn packet_info_and_a_timestamp_id_fit_the_send_space() {
+        let mut out = [0u8; TX_CONTROL_SPACE];
+        let n = write_source_pktinfo("2001:db8::1".parse().unwrap(), 3, &mut out);
+        let m = write_ts_opt_id(0xdead_beef, &mut out[n..]);
+        assert_eq!(n + m, TX_CONTROL_SPACE);
+        let mut ids = Vec::new();
+        for_each_message(&out, |level, kind, data| {
+            if (level, kind) == (libc::SOL_SOCKET, SCM_TS_OPT_ID) {
+                ids.push(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]));
+            }
+        });
+        assert_eq!(ids, [0xdead_beef]);
     }
 
     #[test]

@@ -8,10 +8,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::cmsg::{RX_CONTROL_SPACE, SOCKADDR_SPACE};
+use super::datagram::Receiver;
 use super::datagram::{serve_datagram, Datagram};
 use super::departure::DepartureClock;
 use super::sockets::ListenSocket;
-use super::transmit::{SendCall, TxSlot};
+use super::transmit::{SendCall, TxSlot, SENDS_PER_CALL};
+use super::txstamp::{ErrQueueReader, TxTracker};
 use crate::server::responder::Responder;
 use crate::server::stats::SocketDrops;
 
@@ -37,6 +39,13 @@ struct Buffers {
     /// Copies of the slots' headers, contiguous as sendmmsg wants them.
     tx_hdr: Vec<libc::mmsghdr>,
     departure: DepartureClock,
+    errors: ErrQueueReader,
+}
+
+/// What the worker keeps per socket.
+struct PerSocket {
+    drops: SocketDrops,
+    tx: TxTracker,
 }
 
 fn zeroed_mmsghdr() -> libc::mmsghdr {
@@ -60,6 +69,7 @@ impl Buffers {
             tx_slots: (0..BATCH).map(|_| TxSlot::default()).collect(),
             tx_hdr: (0..BATCH).map(|_| zeroed_mmsghdr()).collect(),
             departure: DepartureClock::default(),
+            errors: ErrQueueReader::default(),
         }
     }
 
@@ -88,7 +98,13 @@ pub fn run(
     shutdown: BorrowedFd<'_>,
 ) -> io::Result<()> {
     let mut buffers = Buffers::new();
-    let mut drops = vec![SocketDrops::default(); sockets.len()];
+    let mut per_socket: Vec<PerSocket> = sockets
+        .iter()
+        .map(|s| PerSocket {
+            drops: SocketDrops::default(),
+            tx: TxTracker::new(s.tx_ids),
+        })
+        .collect();
     loop {
         let mut fds: Vec<PollFd> = sockets
             .iter()
@@ -107,14 +123,15 @@ pub fn run(
         if ready[sockets.len()] {
             return Ok(());
         }
-        for ((socket, _), drops) in sockets
+        for (index, ((socket, _), per)) in sockets
             .iter()
             .zip(&ready)
-            .zip(&mut drops)
-            .filter(|((_, r), _)| **r)
+            .zip(&mut per_socket)
+            .enumerate()
+            .filter(|(_, ((_, r), _))| **r)
         {
             for _ in 0..MAX_BATCHES_PER_WAKEUP {
-                let received = serve_batch(socket, drops, responder, &mut buffers);
+                let received = serve_batch(socket, index, per, responder, &mut buffers);
                 if received < BATCH {
                     break;
                 }
@@ -123,11 +140,13 @@ pub fn run(
     }
 }
 
-/// Receives up to one batch from `socket`, answers it, and returns how many
-/// datagrams were received.
+/// Receives up to one batch from `socket` (the worker's `index`-th), answers
+/// it, reads the replies' transmit stamps, and returns how many datagrams
+/// were received.
 fn serve_batch(
     socket: &ListenSocket,
-    drops: &mut SocketDrops,
+    index: usize,
+    per: &mut PerSocket,
     responder: &mut Responder,
     b: &mut Buffers,
 ) -> usize {
@@ -168,27 +187,55 @@ fn serve_batch(
             truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
         };
         let slot = &mut b.tx_slots[replies];
-        if serve_datagram(responder, socket, drops, &datagram, Some(slot)) {
+        let on = Receiver {
+            socket,
+            index,
+            drops: &mut per.drops,
+            tx: &mut per.tx,
+        };
+        if serve_datagram(responder, on, &datagram, Some(slot)) {
             b.tx_hdr[replies].msg_hdr = *b.tx_slots[replies].msghdr();
             replies += 1;
         }
     }
     responder.end_batch(n);
+    send_replies(fd, replies, &mut per.tx, responder, b);
+    let Buffers {
+        errors, departure, ..
+    } = b;
+    errors.drain(&socket.socket, &mut per.tx, responder.stats(), |stamped| {
+        responder.transmit_stamped(&stamped);
+        departure.learn(&stamped);
+    });
+    n
+}
+
+/// Sends the batch's `replies` replies, in as many `sendmmsg` calls as it
+/// takes, and records each sent reply for its transmit stamp.
+fn send_replies(
+    fd: libc::c_int,
+    replies: usize,
+    tx: &mut TxTracker,
+    responder: &Responder,
+    b: &mut Buffers,
+) {
+    let stats = responder.stats();
     let mut sent = 0usize;
     while sent < replies {
         // Transmit timestamps last: each reply at the moment it is estimated
         // to leave, `sent` replies being already out.
+        let end = replies.min(sent + SENDS_PER_CALL);
         let mut call = SendCall::begin(&b.departure);
-        for slot in &mut b.tx_slots[sent..replies] {
+        for slot in &mut b.tx_slots[sent..end] {
             call.stamp(responder, slot);
         }
-        // SAFETY: headers [sent, replies) were copied from slots that point at
+        // SAFETY: headers [sent, end) were copied from slots that point at
         // their own buffers in `b`, which outlive the call.
         let r = unsafe {
             libc::sendmmsg(
                 fd,
                 b.tx_hdr[sent..].as_mut_ptr(),
-                (replies - sent) as libc::c_uint,
+                (end - sent) as libc::c_uint,
                 libc::MSG_DONTWAIT,
             )
         };
@@ -199,12 +246,18 @@ fn serve_batch(
             }
             // The first unsent reply failed (buffer full, unreachable peer...):
             // count it and go on with the rest.
-            responder.stats().send_errors.bump();
+            stats.send_errors.bump();
+            let _ = b.tx_slots[sent].take_sent();
+            tx.failed();
             sent += 1;
             continue;
         }
         call.end(&mut b.departure, r as usize);
+        for slot in &mut b.tx_slots[sent..sent + r as usize] {
+            if let Some((id, reply)) = slot.take_sent() {
+                tx.sent(id, reply, stats);
+            }
+        }
         sent += r as usize;
     }
-    n
 }

@@ -10,5 +10,6 @@ pub mod departure;
 pub mod mmsg;
 pub mod sockets;
 pub mod transmit;
+pub mod txstamp;
 pub mod uring;
 pub mod xdp;

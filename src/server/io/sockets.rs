@@ -2,10 +2,12 @@
 //! so the kernel spreads clients over the workers.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use nix::sys::socket::{setsockopt, sockopt, TimestampingFlag};
 use socket2::{Domain, Protocol, Socket, Type};
+
+use super::cmsg::{write_sockaddr, write_ts_opt_id, SOCKADDR_SPACE, TS_OPT_ID_SPACE};
 
 /// A bound UDP socket with everything the workers need to know about it.
 #[derive(Debug)]
@@ -18,12 +20,116 @@ pub struct ListenSocket {
     pub wildcard: bool,
     /// SO_RCVBUF as the kernel set it (twice what was asked, when granted).
     pub rcvbuf: usize,
+    /// How the replies' transmit timestamps are matched to their replies.
+    pub tx_ids: TxStampIds,
 }
 
-/// Opens one socket for `addr`: SO_REUSEPORT, kernel software receive
-/// timestamps, packet info, and a receive buffer of `rcvbuf` bytes (see
-/// `config::DEFAULT_RCVBUF` for why it is not larger).
+/// Whether a socket's replies are stamped by the kernel as they leave, and
+/// how a stamp read back from the error queue names its reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxStampIds {
+    /// No transmit timestamps.
+    Off,
+    /// Each reply names its id (`SCM_TS_OPT_ID`, Linux 6.13 and later).
+    Explicit,
+    /// The socket numbers the datagrams it sends (`SOF_TIMESTAMPING_OPT_ID`):
+    /// every datagram sent takes the next number. Whether a failed send
+    /// takes one depends on the kernel (since 6.2 it does not), so the
+    /// worker starts the count afresh after a failure.
+    Counter,
+}
+
+/// The receive timestamping every listening socket has.
+fn rx_flags() -> TimestampingFlag {
+    TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE
+}
+
+/// Receive and software transmit timestamps, numbered, without the datagram
+/// looped back with each stamp (`OPT_TSONLY`: the stamp alone).
+fn rx_tx_flags() -> TimestampingFlag {
+    rx_flags()
+        | TimestampingFlag::SOF_TIMESTAMPING_TX_SOFTWARE
+        | TimestampingFlag::SOF_TIMESTAMPING_OPT_ID
+        | TimestampingFlag::SOF_TIMESTAMPING_OPT_TSONLY
+}
+
+/// Turns on transmit timestamps and says how their ids are given. Without
+/// them (an old kernel, a sandbox) the socket still serves, stamped on
+/// receive only.
+fn enable_tx_stamps(socket: &Socket, local: SocketAddr) -> TxStampIds {
+    if setsockopt(socket, sockopt::Timestamping, &rx_tx_flags()).is_err() {
+        let _ = setsockopt(socket, sockopt::Timestamping, &rx_flags());
+        return TxStampIds::Off;
+    }
+    if explicit_ids_supported(socket, local) {
+        TxStampIds::Explicit
+    } else {
+        TxStampIds::Counter
+    }
+}
+
+/// Starts a socket's datagram count afresh at 0 (the kernel resets it when
+/// `OPT_ID` is turned on). False when the kernel refused.
+pub fn restart_tx_count(socket: &UdpSocket) -> bool {
+    setsockopt(socket, sockopt::Timestamping, &rx_flags()).is_ok()
+        && setsockopt(socket, sockopt::Timestamping, &rx_tx_flags()).is_ok()
+}
+
+/// Whether the kernel takes `SCM_TS_OPT_ID`: a `sendmsg` with the message
+/// and `MSG_PROBE`, which checks the control messages and the route and
+/// sends nothing. Asked once per process.
+fn explicit_ids_supported(socket: &Socket, local: SocketAddr) -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let to = match local.ip() {
+            ip if !ip.is_unspecified() => SocketAddr::new(ip, 9),
+            IpAddr::V4(_) => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 9),
+            IpAddr::V6(_) => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 9),
+        };
+        probe_send(socket, to)
+    })
+}
+
+/// `MSG_PROBE`: the kernel goes through the send path up to building the
+/// datagram, and stops there. Not in the libc crate.
+const MSG_PROBE: libc::c_int = 0x10;
+
+fn probe_send(socket: &Socket, to: SocketAddr) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut name = [0u8; SOCKADDR_SPACE];
+    let name_len = write_sockaddr(&to, &mut name);
+    #[repr(C, align(8))]
+    struct Control([u8; TS_OPT_ID_SPACE]);
+    let mut control = Control([0; TS_OPT_ID_SPACE]);
+    let control_len = write_ts_opt_id(1, &mut control.0);
+    let mut payload = [0u8; 48];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_name = name.as_mut_ptr().cast();
+    hdr.msg_namelen = name_len as libc::socklen_t;
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.0.as_mut_ptr().cast();
+    hdr.msg_controllen = control_len as _;
+    // SAFETY: every pointer in `hdr` points at a live local buffer of the
+    // stated length; MSG_PROBE makes the kernel send nothing.
+    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &hdr, MSG_PROBE | libc::MSG_DONTWAIT) };
+    sent >= 0
+}
+
+/// Opens one socket for `addr`: SO_REUSEPORT, kernel software receive and
+/// transmit timestamps, packet info, and a receive buffer of `rcvbuf` bytes
+/// (see `config::DEFAULT_RCVBUF` for why it is not larger).
 pub fn open_listen_socket(addr: SocketAddr, rcvbuf: usize) -> io::Result<ListenSocket> {
+    open_socket(addr, rcvbuf, true)
+}
+
+/// [`open_listen_socket`], with transmit timestamps only when `tx_stamps`.
+pub fn open_socket(addr: SocketAddr, rcvbuf: usize, tx_stamps: bool) -> io::Result<ListenSocket> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -37,13 +143,7 @@ pub fn open_listen_socket(addr: SocketAddr, rcvbuf: usize) -> io::Result<ListenS
         let _ = socket.set_recv_buffer_size(rcvbuf);
     }
     let granted = socket.recv_buffer_size()?;
-    setsockopt(
-        &socket,
-        sockopt::Timestamping,
-        &(TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
-            | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE),
-    )
-    .map_err(io::Error::from)?;
+    setsockopt(&socket, sockopt::Timestamping, &rx_flags()).map_err(io::Error::from)?;
     // Each datagram then tells how many the kernel dropped before it for a
     // full receive queue: overload that never reaches the worker otherwise.
     setsockopt(&socket, sockopt::RxqOvfl, &1).map_err(io::Error::from)?;
@@ -57,6 +157,11 @@ pub fn open_listen_socket(addr: SocketAddr, rcvbuf: usize) -> io::Result<ListenS
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    let tx_ids = if tx_stamps {
+        enable_tx_stamps(&socket, addr)
+    } else {
+        TxStampIds::Off
+    };
     let socket: UdpSocket = socket.into();
     let local = socket.local_addr()?;
     Ok(ListenSocket {
@@ -64,6 +169,7 @@ pub fn open_listen_socket(addr: SocketAddr, rcvbuf: usize) -> io::Result<ListenS
         local,
         wildcard,
         rcvbuf: granted,
+        tx_ids,
     })
 }
 
@@ -98,14 +204,24 @@ pub fn open_listen_group(
     count: usize,
     rcvbuf: usize,
 ) -> io::Result<Vec<ListenSocket>> {
+    open_group(addr, count, rcvbuf, true)
+}
+
+/// [`open_listen_group`], with transmit timestamps only when `tx_stamps`.
+pub fn open_group(
+    addr: SocketAddr,
+    count: usize,
+    rcvbuf: usize,
+    tx_stamps: bool,
+) -> io::Result<Vec<ListenSocket>> {
     if addr.port() != 0 {
         ensure_not_served(addr)?;
     }
-    let first = open_listen_socket(addr, rcvbuf)?;
+    let first = open_socket(addr, rcvbuf, tx_stamps)?;
     let bound = first.local;
     let mut group = vec![first];
     for _ in 1..count {
-        group.push(open_listen_socket(bound, rcvbuf)?);
+        group.push(open_socket(bound, rcvbuf, tx_stamps)?);
     }
     Ok(group)
 }

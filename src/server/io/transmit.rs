@@ -1,15 +1,31 @@
 //! Sending: one home for every backend. A [`TxSlot`] holds one reply with
-//! its destination, its source-address control message and the `msghdr`
-//! that points at them; a [`SendCall`] writes the transmit timestamps of the
-//! replies one send call hands to the kernel, each at its estimated
-//! departure (see `departure`), and learns the cost of a send from it.
+//! its destination, its control messages (source address, transmit
+//! timestamp id) and the `msghdr` that points at them; a [`SendCall`] writes
+//! the transmit timestamps of the replies one send call hands to the kernel,
+//! each at its estimated departure (see `departure`), and learns the cost of
+//! a send from it. What each reply needs when its kernel transmit stamp
+//! comes back (`txstamp`) stays in its slot until the send completes.
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::cmsg::{write_sockaddr, write_source_pktinfo, SOCKADDR_SPACE, TX_CONTROL_SPACE};
+use super::cmsg::{
+    write_sockaddr, write_source_pktinfo, write_ts_opt_id, SOCKADDR_SPACE, TX_CONTROL_SPACE,
+};
 use super::departure::DepartureClock;
+use super::txstamp::Sent;
 use crate::clock::system_unix_ns;
 use crate::server::responder::{Reply, Responder};
+
+/// Most replies handed to the kernel in one send call: one. Each reply's
+/// transmit timestamp is the call's clock read plus the learned lead and the
+/// sends ahead of it, and the sends ahead of it vary: on veth a send also
+/// delivers the reply before it to its receiver, or not. With whole batches
+/// (up to 64) in one call, replies were stamped up to 180 µs off; with 8,
+/// 2 or 4, the p99 T3 error was still 9-24 µs; with one, 0.7-2 µs, the
+/// clock read just before each send as chronyd reads it, for the same
+/// server CPU per answer within the runs' spread at 50k/s and 200k/s on the
+/// test VM (kernel transmit stamps, docs/benchmarks.md).
+pub const SENDS_PER_CALL: usize = 1;
 
 /// Room for a reply: at most the 48-byte header and a 4-byte crypto-NAK.
 pub const REPLY_SPACE: usize = 64;
@@ -27,6 +43,12 @@ pub struct TxSlot {
     /// The reply, as the responder built it; its request's receive time
     /// is needed to stamp it.
     reply: Option<Reply>,
+    /// The id its kernel transmit stamp will carry, when the reply names it.
+    stamp_id: Option<u32>,
+    /// What its transmit stamp is matched against, once stamped.
+    sent: Option<Sent>,
+    /// The worker's index of the socket it goes out on.
+    socket: usize,
 }
 
 fn zeroed_msghdr() -> libc::msghdr {
@@ -47,6 +69,9 @@ impl Default for TxSlot {
             },
             hdr: zeroed_msghdr(),
             reply: None,
+            stamp_id: None,
+            sent: None,
+            socket: 0,
         }
     }
 }
@@ -59,13 +84,24 @@ impl TxSlot {
 
     /// Addresses `reply` (already in [`TxSlot::buffer`]) to `peer`, from
     /// `source` (the request's destination and interface, on wildcard
-    /// sockets), and points the `msghdr` at the slot's own buffers.
-    pub fn address(&mut self, reply: Reply, peer: &SocketAddr, source: Option<(IpAddr, u32)>) {
+    /// sockets), out of the worker's socket `socket`, its transmit stamp to
+    /// carry `stamp_id`; points the `msghdr` at the slot's own buffers.
+    pub fn address(
+        &mut self,
+        reply: Reply,
+        peer: &SocketAddr,
+        source: Option<(IpAddr, u32)>,
+        socket: usize,
+        stamp_id: Option<u32>,
+    ) {
         let name_len = write_sockaddr(peer, &mut self.name);
-        let control_len = match source {
+        let mut control_len = match source {
             Some((local, ifindex)) => write_source_pktinfo(local, ifindex, &mut self.control),
             None => 0,
         };
+        if let Some(id) = stamp_id {
+            control_len += write_ts_opt_id(id, &mut self.control[control_len..]);
+        }
         self.iov.iov_base = self.data.as_mut_ptr().cast();
         self.iov.iov_len = reply.len.min(REPLY_SPACE);
         self.hdr.msg_name = self.name.as_mut_ptr().cast();
@@ -80,6 +116,20 @@ impl TxSlot {
         self.hdr.msg_controllen = control_len as _;
         self.hdr.msg_flags = 0;
         self.reply = Some(reply);
+        self.stamp_id = stamp_id;
+        self.sent = None;
+        self.socket = socket;
+    }
+
+    /// The worker's index of the socket the reply goes out on.
+    pub fn socket(&self) -> usize {
+        self.socket
+    }
+
+    /// Once the reply went out: its stamp id and what its stamp is matched
+    /// against.
+    pub fn take_sent(&mut self) -> Option<(Option<u32>, Sent)> {
+        self.sent.take().map(|sent| (self.stamp_id, sent))
     }
 
     /// The header to hand to `sendmsg`/`sendmmsg`/io_uring; valid while the
@@ -88,10 +138,19 @@ impl TxSlot {
         &self.hdr
     }
 
-    /// Writes the transmit timestamp, at `tx_ns`, once.
-    fn stamp(&mut self, responder: &Responder, tx_ns: i64) {
+    /// Writes the transmit timestamp, at `tx_ns`, once; keeps what the
+    /// reply's kernel stamp will be matched against.
+    fn stamp(&mut self, responder: &Responder, tx_ns: i64, call_start_ns: i64, position: usize) {
         if let Some(reply) = self.reply.take() {
-            responder.stamp_transmit(&mut self.data[..reply.len], reply.rx_ns, tx_ns);
+            responder.stamp_transmit(&mut self.data[..reply.len], &reply, tx_ns);
+            self.sent = Some(Sent {
+                rx_ns: reply.rx_ns,
+                departure_ns: tx_ns,
+                call_start_ns,
+                position: position as u32,
+                basic: !reply.interleaved,
+                keep: reply.keep,
+            });
         }
     }
 }
@@ -119,7 +178,7 @@ impl SendCall {
     /// Stamps the next reply of the call.
     pub fn stamp(&mut self, responder: &Responder, slot: &mut TxSlot) {
         let tx_ns = self.estimate.departure(self.start_ns, self.stamped);
-        slot.stamp(responder, tx_ns);
+        slot.stamp(responder, tx_ns, self.start_ns, self.stamped);
         self.stamped += 1;
     }
 

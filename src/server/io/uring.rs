@@ -11,10 +11,12 @@ use io_uring::types::{BufRingEntry, Fd, RecvMsgOut};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use super::cmsg::{RX_CONTROL_SPACE, SOCKADDR_SPACE};
+use super::datagram::Receiver;
 use super::datagram::{serve_datagram, Datagram};
 use super::departure::DepartureClock;
 use super::sockets::ListenSocket;
-use super::transmit::{SendCall, TxSlot};
+use super::transmit::{SendCall, TxSlot, SENDS_PER_CALL};
+use super::txstamp::{ErrQueueReader, TxTracker};
 use crate::server::responder::Responder;
 use crate::server::stats::SocketDrops;
 
@@ -180,6 +182,9 @@ struct Worker<'a> {
     departure: DepartureClock,
     /// Kernel queue drops seen so far, per socket.
     drops: Vec<SocketDrops>,
+    /// Replies awaiting their kernel transmit stamps, per socket.
+    tx: Vec<TxTracker>,
+    errors: ErrQueueReader,
 }
 
 impl<'a> Worker<'a> {
@@ -207,6 +212,8 @@ impl<'a> Worker<'a> {
             unsubmitted: Vec::with_capacity(SEND_SLOTS),
             departure: DepartureClock::default(),
             drops: vec![SocketDrops::default(); sockets.len()],
+            tx: sockets.iter().map(|s| TxTracker::new(s.tx_ids)).collect(),
+            errors: ErrQueueReader::default(),
         })
     }
 
@@ -284,42 +291,40 @@ impl<'a> Worker<'a> {
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
+            // Sends first, and their stamps: a request in this batch may
+            // name the reply that just left (interleaved mode).
+            let shutdown = self.complete_sends(&completions, responder);
+            self.read_tx_stamps(responder);
+            if shutdown {
+                return Ok(());
+            }
             let mut batch = 0usize;
             for &(data, result, flags) in &completions {
                 let (kind, index) = split_user_data(data);
-                match kind {
-                    KIND_RECV => {
-                        if !cqueue::more(flags) {
-                            rearm[index] = true;
-                        }
-                        if result < 0 {
-                            // ENOBUFS: every buffer was in use; the multishot ended
-                            // and is re-armed below once buffers are back.
-                            if -result != libc::ENOBUFS {
-                                responder.stats().recv_errors.bump();
-                            }
-                            continue;
-                        }
-                        let Some(bid) = cqueue::buffer_select(flags) else {
-                            responder.stats().recv_errors.bump();
-                            continue;
-                        };
-                        if batch == 0 {
-                            responder.begin_batch();
-                        }
-                        batch += 1;
-                        self.serve(index, bid, result as usize, responder)?;
-                        self.buffers[index].recycle(bid);
-                    }
-                    KIND_SEND => {
-                        self.free_slots.push(index as u16);
-                        if result < 0 {
-                            responder.stats().send_errors.bump();
-                        }
-                    }
-                    KIND_SHUTDOWN => return Ok(()),
-                    _ => {}
+                if kind != KIND_RECV {
+                    continue;
                 }
+                if !cqueue::more(flags) {
+                    rearm[index] = true;
+                }
+                if result < 0 {
+                    // ENOBUFS: every buffer was in use; the multishot ended
+                    // and is re-armed below once buffers are back.
+                    if -result != libc::ENOBUFS {
+                        responder.stats().recv_errors.bump();
+                    }
+                    continue;
+                }
+                let Some(bid) = cqueue::buffer_select(flags) else {
+                    responder.stats().recv_errors.bump();
+                    continue;
+                };
+                if batch == 0 {
+                    responder.begin_batch();
+                }
+                batch += 1;
+                self.serve(index, bid, result as usize, responder)?;
+                self.buffers[index].recycle(bid);
             }
             if batch > 0 {
                 responder.end_batch(batch);
@@ -334,6 +339,45 @@ impl<'a> Worker<'a> {
                     self.arm_receive(i)?;
                 }
             }
+        }
+    }
+
+    /// Frees the slots of completed sends and records each reply that went
+    /// out for its transmit stamp. True when shutdown was asked for.
+    fn complete_sends(&mut self, completions: &[(u64, i32, u32)], responder: &Responder) -> bool {
+        let stats = responder.stats();
+        let mut shutdown = false;
+        for &(data, result, _) in completions {
+            let (kind, index) = split_user_data(data);
+            match kind {
+                KIND_SEND => {
+                    let slot = &mut self.slots[index];
+                    let tx = &mut self.tx[slot.socket()];
+                    let sent = slot.take_sent();
+                    if result < 0 {
+                        stats.send_errors.bump();
+                        tx.failed();
+                    } else if let Some((id, reply)) = sent {
+                        tx.sent(id, reply, stats);
+                    }
+                    self.free_slots.push(index as u16);
+                }
+                KIND_SHUTDOWN => shutdown = true,
+                _ => {}
+            }
+        }
+        shutdown
+    }
+
+    /// Reads the transmit stamps queued on every socket that sent.
+    fn read_tx_stamps(&mut self, responder: &Responder) {
+        let departure = &mut self.departure;
+        for (socket, tx) in self.sockets.iter().zip(&mut self.tx) {
+            self.errors
+                .drain(&socket.socket, tx, responder.stats(), |stamped| {
+                    responder.transmit_stamped(&stamped);
+                    departure.learn(&stamped);
+                });
         }
     }
 
@@ -358,13 +402,13 @@ impl<'a> Worker<'a> {
         };
         let slot_index = self.free_slots.pop();
         let slot = slot_index.map(|i| &mut self.slots[i as usize]);
-        let queued = serve_datagram(
-            responder,
-            &self.sockets[socket],
-            &mut self.drops[socket],
-            &datagram,
-            slot,
-        );
+        let on = Receiver {
+            socket: &self.sockets[socket],
+            index: socket,
+            drops: &mut self.drops[socket],
+            tx: &mut self.tx[socket],
+        };
+        let queued = serve_datagram(responder, on, &datagram, slot);
         let Some(slot_index) = slot_index else {
             return Ok(());
         };
@@ -380,6 +424,10 @@ impl<'a> Worker<'a> {
         self.make_room(responder)?;
         self.push(entry)?;
         self.unsubmitted.push(slot_index);
+        if self.unsubmitted.len() >= SENDS_PER_CALL {
+            // Out now, stamped at a clock read of its own (SENDS_PER_CALL).
+            self.submit_and_wait(responder, 0)?;
+        }
         Ok(())
     }
 }

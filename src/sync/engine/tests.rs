@@ -2,7 +2,7 @@
 //! simulation for short runs.
 
 use super::*;
-use crate::sync::sim::{Scenario, Sim, BASE_UNIX};
+use crate::sync::sim::{Scenario, ServerSpec, Sim, BASE_UNIX};
 
 fn short(name: &'static str, seed: u64) -> Scenario {
     let mut s = Scenario::baseline(name, seed);
@@ -189,4 +189,73 @@ fn step_abandons_requests_in_flight() {
         "the reply to a pre-step request was used"
     );
     assert!(r.max_error < 1e-3);
+}
+
+#[test]
+fn a_holdover_shorter_than_the_poll_interval_does_not_flap() {
+    // Healthy sources polled every 64 s or more, holdover 30 s: the engine
+    // selects again at the bound instead of declaring them gone.
+    let mut s = short("holdover 30 s", 9);
+    s.engine.holdover = 30.0;
+    let (sim, r) = Sim::run(s);
+    // The first entry is the start, unsynchronized.
+    assert_eq!(
+        sim.sync_changes.iter().skip(1).filter(|c| !c.1).count(),
+        0,
+        "lost synchronization with every source answering: {:?}",
+        sim.sync_changes
+    );
+    assert!(sim.engine.is_synchronized());
+    assert!(r.max_error < 1e-3);
+}
+
+#[test]
+fn a_short_holdover_still_ends_when_the_sources_die() {
+    let holdover = 30.0;
+    let death = 600.0;
+    let mut s = short("holdover 30 s, all die", 10);
+    s.servers = (1..=4)
+        .map(|n| ServerSpec::honest(n).dying_at(death))
+        .collect();
+    s.engine.holdover = holdover;
+    s.duration = death + 1200.0;
+    let (sim, _) = Sim::run(s);
+    let lost: Vec<f64> = sim
+        .sync_changes
+        .iter()
+        .skip(1)
+        .filter(|c| !c.1)
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(lost.len(), 1, "{:?}", sim.sync_changes);
+    let last_selection = sim
+        .last_selected
+        .iter()
+        .flatten()
+        .fold(0.0f64, |a, &b| a.max(b));
+    assert!(last_selection >= death);
+    assert!(
+        lost[0] >= last_selection + holdover * 0.999 && lost[0] <= last_selection + holdover + 2.0,
+        "unsynchronized at {} s, last selection at {last_selection} s",
+        lost[0]
+    );
+}
+
+#[test]
+fn kernel_max_error_is_never_below_the_served_root_distance() {
+    // The status goes to the kernel whenever it changes (a new jitter at a
+    // poll, too), not only at clock updates; the kernel's maxerror then grows
+    // by 500 ppm a second by itself, replies' root dispersion by 15 ppm. It
+    // must start from what is served at that moment, never from less.
+    let (sim, _) = Sim::run(short("status", 11));
+    let synced: Vec<_> = sim.statuses.iter().filter(|s| s.1.synchronized).collect();
+    assert!(synced.len() > 10, "{} statuses", synced.len());
+    for (t, status, served) in synced {
+        assert!(
+            status.max_error >= served - 1e-9,
+            "at {t:.1} s maxerror {:.6} s, served root distance {served:.6} s",
+            status.max_error
+        );
+        assert!(status.est_error <= status.max_error);
+    }
 }

@@ -20,7 +20,7 @@ use super::xsk::{chunk_of, SocketStats, XskSocket, RING_SIZE};
 use crate::clock::system_unix_ns;
 use crate::server::io::departure::DepartureClock;
 use crate::server::io::transmit::REPLY_SPACE;
-use crate::server::responder::Responder;
+use crate::server::responder::{Reply, Responder};
 use crate::server::stats::Outcome;
 
 /// Frames taken from the RX ring at once.
@@ -44,7 +44,7 @@ struct Pending {
     /// Where the NTP reply is in the chunk, and how long.
     payload_start: usize,
     reply_len: usize,
-    rx_ns: i64,
+    reply: Reply,
 }
 
 /// The worker's side of the frames and the kernel's counters.
@@ -255,7 +255,7 @@ fn serve_frame(
         frame_len: frame_len as u32,
         payload_start: data + request.payload.start,
         reply_len,
-        rx_ns: reply.rx_ns,
+        reply,
     })
 }
 
@@ -281,7 +281,7 @@ fn send(
                 .get(TRANSMIT_AT..TRANSMIT_AT + 8)
                 .and_then(|b| b.try_into().ok())
                 .unwrap_or_default();
-            responder.stamp_transmit(reply, p.rx_ns, tx_ns);
+            responder.stamp_transmit(reply, &p.reply, tx_ns);
             frame::update_udp_checksum(
                 &mut chunk[data..],
                 p.payload_start - data,

@@ -1,6 +1,9 @@
 //! What the daemon shows of itself: one view of its workers, its state, its
 //! access rules and its sources, read by the control socket (tachyonctl) and
-//! the metrics endpoint (Prometheus), each formatting it its own way.
+//! the metrics endpoint (Prometheus), each formatting it its own way; and
+//! the answers to mode 6 queries (`queries`).
+
+pub mod queries;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +29,8 @@ pub struct Observed {
     pub sources: SourceBoard,
     /// Requests per second over the last seconds (f64 bits), kept by the daemon.
     pub request_rate: Arc<AtomicU64>,
+    /// Pairs the interleaved mode's table holds at most; `None`: mode off.
+    pub xleave_capacity: Option<usize>,
 }
 
 impl Observed {
