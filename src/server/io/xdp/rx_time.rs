@@ -5,10 +5,10 @@
 //!
 //! CLOCK_TAI is CLOCK_REALTIME plus the kernel's TAI offset, a whole number
 //! of seconds, both slewed and stepped together: the conversion adds no
-//! error of its own, as long as the offset is the current one. It is read
-//! again every second, so for up to a second after a leap second changes
-//! it (or after someone sets it with adjtimex) stamps are off by that one
-//! second; never otherwise.
+//! error of its own, as long as the offset is the current one. The worker
+//! reads it again before each batch (two vDSO clock reads), so only a frame
+//! received before a leap second (or an adjtimex that sets the offset) and
+//! converted after it, a window of one batch, is off by that second.
 #![forbid(unsafe_code)]
 
 use nix::time::{clock_gettime, ClockId};
@@ -35,12 +35,10 @@ pub fn take_stamp(chunk: &mut [u8], data_offset: usize) -> Option<i64> {
     i64::try_from(tai).ok()
 }
 
-/// The TAI−UTC offset of the kernel's clocks, refreshed once a second.
+/// The TAI−UTC offset of the kernel's clocks, as last read.
 #[derive(Clone, Copy, Debug)]
 pub struct TaiClock {
     offset_ns: i64,
-    /// CLOCK_TAI time after which the offset is read again.
-    refresh_after_ns: i64,
 }
 
 fn read_ns(clock: ClockId) -> i64 {
@@ -59,26 +57,20 @@ pub fn whole_seconds(tai_ns: i64, realtime_ns: i64) -> i64 {
 
 impl TaiClock {
     pub fn new() -> TaiClock {
-        let mut clock = TaiClock {
-            offset_ns: 0,
-            refresh_after_ns: i64::MIN,
-        };
+        let mut clock = TaiClock { offset_ns: 0 };
         clock.refresh();
         clock
     }
 
-    fn refresh(&mut self) {
+    /// Reads the offset again; call before each batch.
+    pub fn refresh(&mut self) {
         let realtime = read_ns(ClockId::CLOCK_REALTIME);
         let tai = read_ns(ClockId::CLOCK_TAI);
         self.offset_ns = whole_seconds(tai, realtime);
-        self.refresh_after_ns = tai + NS_PER_S;
     }
 
     /// The Unix time (system clock, ns) of a CLOCK_TAI time.
-    pub fn to_unix(&mut self, tai_ns: i64) -> i64 {
-        if tai_ns > self.refresh_after_ns {
-            self.refresh();
-        }
+    pub fn to_unix(&self, tai_ns: i64) -> i64 {
         tai_ns - self.offset_ns
     }
 }
@@ -130,7 +122,7 @@ mod tests {
 
     #[test]
     fn tai_converts_to_the_system_clock() {
-        let mut clock = TaiClock::new();
+        let clock = TaiClock::new();
         let tai = read_ns(ClockId::CLOCK_TAI);
         let unix = crate::clock::system_unix_ns();
         let converted = clock.to_unix(tai);

@@ -203,6 +203,7 @@ fn serve_batch(
     tai: &mut TaiClock,
 ) {
     responder.begin_batch();
+    tai.refresh();
     for i in 0..n {
         let (addr, len) = frames.received[i];
         match serve_frame(socket, served, responder, addr, len, tai) {
@@ -220,7 +221,7 @@ fn serve_frame(
     responder: &mut Responder,
     addr: u64,
     len: u32,
-    tai: &mut TaiClock,
+    tai: &TaiClock,
 ) -> Option<Pending> {
     let Some((chunk, data)) = socket.frame_mut(addr, len) else {
         responder.stats().recv_errors.bump();
