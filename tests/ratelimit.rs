@@ -222,10 +222,13 @@ fn chronyd_client_backs_off_after_a_kod() {
         let received = summary_count(&log, "received");
         let kods = summary_count(&log, "kod");
         // The probe, one answer, one KoD, then silence; without obeying the
-        // KoD, iburst keeps going: 5 requests in 9 s.
+        // KoD, iburst keeps going: 5 requests in 9 s. A request over the limit
+        // is answered anyway 1 time in 2^8 (leak), and the client polls once
+        // more after such an answer.
+        let leaked = summary_count(&log, "leaked");
         assert!(kods >= 1, "{backend}: {log}");
         assert!(
-            received <= 3,
+            received <= 3 + leaked,
             "{backend}: {received} requests: the client did not back off\n{stderr}"
         );
     }
