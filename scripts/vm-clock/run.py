@@ -29,6 +29,13 @@ def main() -> int:
     parser.add_argument("--artifacts", required=True)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--only", default="", help="comma-separated sessions: offset, skew, holdover, leap")
+    parser.add_argument(
+        "--gate",
+        choices=["all", "behaviour"],
+        default="all",
+        help="what decides the exit status: every bar, or tachyond's behaviour checks only "
+        "(accuracy and the comparison with chronyd are printed, not judged)",
+    )
     args = parser.parse_args()
     kvm = not args.tcg
     groups = ["offset", "skew", "holdover"] + ([] if args.fast else ["leap"])
@@ -86,9 +93,13 @@ def main() -> int:
     print(f"\nvm-clock-test: {time.monotonic() - started:.0f} s of sessions")
     for e in errors:
         print(e, file=sys.stderr)
-    tachyond_ok = all(r.passed for r in rows if r.daemon == "tachyond")
-    ok = not errors and tachyond_ok and all(ok for _, ok, _ in comparisons) and rows
-    print("vm-clock-test: " + ("every bar met" if ok else "BARS MISSED"))
+    tachyond = [r for r in rows if r.daemon == "tachyond"]
+    behaviour_ok = not errors and bool(tachyond) and all(r.behaviour_passed for r in tachyond)
+    accuracy_ok = all(r.passed for r in tachyond) and all(ok for _, ok, _ in comparisons)
+    print("vm-clock-test: behaviour " + ("as it should be" if behaviour_ok else "WRONG"))
+    print("vm-clock-test: accuracy " + ("every bar met" if accuracy_ok else "BARS MISSED")
+          + (" (not judged: --gate behaviour)" if args.gate == "behaviour" else ""))
+    ok = behaviour_ok and (accuracy_ok or args.gate == "behaviour")
     return 0 if ok else 1
 
 

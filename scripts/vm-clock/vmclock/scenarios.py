@@ -28,14 +28,29 @@ class Row:
     # samples' times for both, so neither is judged on a shorter window.
     rms_common: Optional[float] = None
     checks: List[Tuple[str, bool, str]] = field(default_factory=list)
+    # The names of the checks that hold the served time to 1 ms: under TCG
+    # the guest's own timekeeping is noisy to hundreds of µs, so these measure
+    # the daemon's accuracy on that noise, a benchmark, where the other
+    # checks (steps, status bits, the leap, the holdover bound, frequencies
+    # within ppm) hold whatever the noise.
+    accuracy: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
 
     def check(self, name: str, ok: bool, detail: str = "") -> None:
         self.checks.append((name, bool(ok), detail))
 
+    def check_accuracy(self, name: str, ok: bool, detail: str = "") -> None:
+        self.accuracy.append(name)
+        self.check(name, ok, detail)
+
     @property
     def passed(self) -> bool:
         return all(ok for _, ok, _ in self.checks)
+
+    @property
+    def behaviour_passed(self) -> bool:
+        """Every check but the accuracy ones."""
+        return all(ok for name, ok, _ in self.checks if name not in self.accuracy)
 
 
 def _common(
@@ -139,7 +154,7 @@ def scenario1(track: Track, timing: Timing, bars: dict) -> Row:
         len(row.steps) == 1 and len(big) == 1 and big[0][0] < 15 and abs(big[0][1] + 0.5) < 0.01,
         _fmt_steps(row.steps),
     )
-    row.check(f"|offset| <= 1 ms within {bars['s1']:.0f} s", row.settle is not None and row.settle <= bars["s1"])
+    row.check_accuracy(f"|offset| <= 1 ms within {bars['s1']:.0f} s", row.settle is not None and row.settle <= bars["s1"])
     tail = track.window(end - 10, end)
     row.check(
         "STA_UNSYNC cleared",
@@ -172,7 +187,7 @@ def scenario6(track: Track, timing: Timing, bars: dict) -> Row:
     steps = A.steps(track.window(kill, end))
     row.check("no step after the kill and restart", not steps, _fmt_steps([(t - kill, s) for t, s in steps]))
     ok, detail = _clock_within(track, track.window(kill, end))
-    row.check("|clock offset| <= 1 ms throughout", ok, detail)
+    row.check_accuracy("|clock offset| <= 1 ms throughout", ok, detail)
     return row
 
 
@@ -181,7 +196,7 @@ def scenario2(track: Track, timing: Timing, bars: dict) -> Row:
     start, end = track.event("start"), track.event("s2-end")
     _common(row, track, start, end, bias_of(track))
     row.check("no step", not row.steps, _fmt_steps(row.steps))
-    row.check(f"|offset| <= 1 ms within {bars['s2']:.0f} s", row.settle is not None and row.settle <= bars["s2"])
+    row.check_accuracy(f"|offset| <= 1 ms within {bars['s2']:.0f} s", row.settle is not None and row.settle <= bars["s2"])
     row.check(
         "kernel frequency within 10 ppm of the correction needed",
         row.freq_error is not None and abs(row.freq_error) <= 10,
@@ -211,7 +226,7 @@ def scenario3(track: Track, timing: Timing, bars: dict) -> Row:
     steps = A.steps(track.window(stopped, end))
     row.check("no step", not steps, _fmt_steps([(t - stopped, s) for t, s in steps]))
     ok, detail = _clock_within(track, track.window(stopped, end))
-    row.check("|clock offset| <= 1 ms throughout", ok, detail)
+    row.check_accuracy("|clock offset| <= 1 ms throughout", ok, detail)
     return row
 
 
@@ -262,7 +277,7 @@ def scenario5(track: Track, timing: Timing, bars: dict, holdover: int, log: str)
         )
     row.check("no step", not A.steps(track.window(start, end)))
     ok, detail = _clock_within(track, during)
-    row.check("|clock offset| <= 1 ms in holdover", ok, detail)
+    row.check_accuracy("|clock offset| <= 1 ms in holdover", ok, detail)
     return row
 
 
@@ -305,12 +320,12 @@ def scenario4(track: Track, timing: Timing, bars: dict) -> Row:
     )
     around = [p for p in track.window(leap_host - 20, leap_host + 20) if p.served is not None]
     outside = [p for p in around if not A.served_good(p, minimum)]
-    row.check(
+    row.check_accuracy(
         "served time continuous across the leap (|offset| <= 1 ms)",
         bool(around) and not outside,
         f"{len(outside)} of {len(around)} answers outside",
     )
-    row.check(f"|offset| <= 1 ms within {bars['s4']:.0f} s", row.settle is not None and row.settle <= bars["s4"])
+    row.check_accuracy(f"|offset| <= 1 ms within {bars['s4']:.0f} s", row.settle is not None and row.settle <= bars["s4"])
     return row
 
 
