@@ -545,7 +545,11 @@ fn median(mut v: Vec<i64>) -> i64 {
 /// the kernel stamps after the program ran. So the like-for-like
 /// comparison is a second tachyond on the kernel's sockets (another port,
 /// passed by the program) queried in alternation with the XDP one: the
-/// XDP stamp must not come later.
+/// XDP stamp must not come later. Where the kernel refuses
+/// `bpf_xdp_adjust_meta` to XDP programs, tachyond loads the program
+/// without stamps and says so; its workers then read the clock as they
+/// take a batch from the ring, after the wake-up: within 50 µs of the
+/// kernel's stamp here, and never missing.
 #[test]
 fn receive_stamps_agree_with_the_kernels() {
     if !xdp_testable() {
@@ -589,9 +593,14 @@ fn receive_stamps_agree_with_the_kernels() {
         down(&via_xdp),
         down(&via_kernel)
     );
+    let stamped_in_xdp = log.contains("receive stamps in XDP");
+    let read_by_workers = log.contains("receive stamps read by the workers")
+        && log.contains("the kernel refused the XDP program that stamps receive times");
+    assert!(stamped_in_xdp || read_by_workers, "which stamps? {log}");
+    let bound = if stamped_in_xdp { 1_000 } else { 50_000 };
     assert!(
-        xdp_up <= kernel_up + 1_000,
-        "xdp {xdp_up} ns, kernel {kernel_up} ns"
+        xdp_up <= kernel_up + bound,
+        "xdp {xdp_up} ns, kernel {kernel_up} ns (stamped in XDP: {stamped_in_xdp})"
     );
 }
 

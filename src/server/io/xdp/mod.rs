@@ -50,6 +50,8 @@ pub struct BoundXdp {
     sockets: Vec<(u32, XskSocket)>,
     served: Arc<Served>,
     coalesce: worker::Coalesce,
+    /// The program stamps receive times (else the workers read the clock).
+    stamps: bool,
     /// For the log: interface, queues, mode, copy or zero-copy.
     pub description: String,
 }
@@ -137,15 +139,19 @@ impl BoundXdp {
             _ => "copy mode",
         };
         let coalesce_us = config.coalesce_us.unwrap_or(XDP_DEFAULT_COALESCE_US);
+        let stamps = attached.stamps;
         let description = format!(
-            "AF_XDP on {interface}: {queues} queue(s), {} XDP, {copy}, coalescing {coalesce_us} µs",
-            attached.mode
+            "AF_XDP on {interface}: {queues} queue(s), {} XDP, {copy}, coalescing {coalesce_us} µs, \
+             receive stamps {}",
+            attached.mode,
+            if stamps { "in XDP" } else { "read by the workers" }
         );
         Ok(BoundXdp {
             attached: Arc::new(Mutex::new(attached)),
             sockets,
             served: Arc::new(served),
             coalesce: worker::Coalesce::new(coalesce_us),
+            stamps,
             description,
         })
     }
@@ -175,6 +181,7 @@ impl BoundXdp {
             let served = self.served.clone();
             let attached = self.attached.clone();
             let coalesce = self.coalesce;
+            let stamps = self.stamps;
             let handle = std::thread::Builder::new()
                 .name(format!("tachyon-x{queue}"))
                 .spawn(move || {
@@ -184,8 +191,14 @@ impl BoundXdp {
                             log::warn!("worker {index}: could not pin to core {}", core.id);
                         }
                     }
-                    let result =
-                        worker::run(socket, &served, &mut responder, wake.as_fd(), coalesce);
+                    let result = worker::run(
+                        socket,
+                        &served,
+                        &mut responder,
+                        wake.as_fd(),
+                        coalesce,
+                        stamps,
+                    );
                     if let Err(e) = &result {
                         log::error!("worker {index} (queue {queue}) stopped: {e}");
                     }

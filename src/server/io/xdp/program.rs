@@ -20,8 +20,11 @@ use super::xsk::XskSocket;
 /// The program object, as built by `scripts/build-bpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("bpf/ntp_filter.bpf.o");
 
-/// The program's name in the object.
+/// The program's name in the object: with receive stamps in the frames'
+/// metadata, and the same filter without them, for kernels that refuse
+/// `bpf_xdp_adjust_meta` to XDP programs.
 const PROGRAM: &str = "tachyon_ntp";
+const PROGRAM_PLAIN: &str = "tachyon_ntp_plain";
 
 /// `struct config` of the program.
 #[repr(C)]
@@ -94,6 +97,9 @@ impl Served {
 pub struct Attached {
     ebpf: Ebpf,
     pub mode: AttachMode,
+    /// The program stamps each frame's arrival in its metadata; without,
+    /// the workers read the clock as they take frames from the ring.
+    pub stamps: bool,
 }
 
 /// Why loading or attaching failed, in words an operator can act on.
@@ -129,17 +135,30 @@ impl Attached {
     ) -> Result<Attached, String> {
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| explain("loading the XDP program", e))?;
         configure(&mut ebpf, served)?;
+        let stamps = match load(&mut ebpf, PROGRAM) {
+            Ok(()) => true,
+            Err(stamped) => {
+                load(&mut ebpf, PROGRAM_PLAIN).map_err(|plain| {
+                    format!(
+                        "the kernel refused the XDP program, with receive stamps (Linux 6.1 \
+                         or later): {stamped}; and without: {plain}"
+                    )
+                })?;
+                log::warn!(
+                    "io xdp: the kernel refused the XDP program that stamps receive times \
+                     ({}); loaded the one without: receive timestamps are read by the \
+                     workers as they take frames from the ring, microseconds later",
+                    last_line(&stamped)
+                );
+                false
+            }
+        };
+        let name = if stamps { PROGRAM } else { PROGRAM_PLAIN };
         let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or("the XDP object has no program tachyon_ntp")?
+            .program_mut(name)
+            .ok_or_else(|| format!("the XDP object has no program {name}"))?
             .try_into()
             .map_err(|e| explain("the XDP object", e))?;
-        program.load().map_err(|e| {
-            explain(
-                "the kernel refused the XDP program (it needs Linux 6.1 or later)",
-                e,
-            )
-        })?;
         let attach = |program: &mut Xdp, mode: AttachMode| {
             let flags = match mode {
                 AttachMode::Native => XdpFlags::DRV_MODE,
@@ -160,7 +179,7 @@ impl Attached {
                 }
             },
         };
-        Ok(Attached { ebpf, mode })
+        Ok(Attached { ebpf, mode, stamps })
     }
 
     /// Sends the frames for `queue` to `socket` from now on.
@@ -174,6 +193,26 @@ impl Attached {
             .set(queue, socket.fd(), 0)
             .map_err(|e| explain(&format!("registering the socket of queue {queue}"), e))
     }
+}
+
+/// Loads the program `name` into the kernel (the verifier runs here).
+fn load(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("the XDP object has no program {name}"))?
+        .try_into()
+        .map_err(|e| explain("the XDP object", e))?;
+    program.load().map_err(|e| explain(name, e))
+}
+
+/// The verifier's verdict: the last line of its log before its statistics.
+fn last_line(text: &str) -> &str {
+    const STATISTICS: [&str; 4] = ["verification time", "stack depth", "processed", ":"];
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !STATISTICS.iter().any(|s| l.starts_with(s)))
+        .unwrap_or(text)
 }
 
 /// Writes the served port and addresses into the program's maps.
@@ -239,9 +278,29 @@ mod tests {
     }
 
     #[test]
+    fn the_verifiers_verdict_is_quoted_without_its_statistics() {
+        let log = "BPF_PROG_LOAD syscall failed. Verifier output: 0: R1=ctx() R10=fp0\n    \
+                   129: (85) call bpf_xdp_adjust_meta#54\n    \
+                   program of this type cannot use helper bpf_xdp_adjust_meta#54\n    \
+                   verification time 160 usec\n    stack depth 24\n    \
+                   processed 68 insns (limit 1000000)\n    : Invalid argument (os error 22)";
+        assert_eq!(
+            last_line(log),
+            "program of this type cannot use helper bpf_xdp_adjust_meta#54"
+        );
+    }
+
+    #[test]
     fn the_object_is_the_program_the_loader_expects() {
         let object = aya_obj_names(OBJECT);
-        for name in [PROGRAM, "xsks", "ntp_config", "served_ipv4", "served_ipv6"] {
+        for name in [
+            PROGRAM,
+            PROGRAM_PLAIN,
+            "xsks",
+            "ntp_config",
+            "served_ipv4",
+            "served_ipv6",
+        ] {
             assert!(
                 object.iter().any(|n| n == name),
                 "{name} missing: {object:?}"

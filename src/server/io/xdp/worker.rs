@@ -95,6 +95,7 @@ pub fn run(
     responder: &mut Responder,
     shutdown: BorrowedFd<'_>,
     coalesce: Coalesce,
+    stamps_in_frames: bool,
 ) -> io::Result<()> {
     let mut frames = Frames {
         free: XskSocket::all_frames().collect(),
@@ -125,7 +126,17 @@ pub fn run(
                 return Ok(());
             }
         } else {
-            serve_batch(&mut socket, served, responder, &mut frames, n, &mut tai);
+            // Without the program's stamps, the batch's arrival is now.
+            let batch_rx_ns = (!stamps_in_frames).then(system_unix_ns);
+            serve_batch(
+                &mut socket,
+                served,
+                responder,
+                &mut frames,
+                n,
+                batch_rx_ns,
+                &mut tai,
+            );
             send(&mut socket, responder, &mut frames, &mut departure);
             let end = system_unix_ns();
             if coalesce.after(n, end, last_batch_end) {
@@ -193,20 +204,22 @@ fn shutdown_requested(shutdown: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(fds[0].revents().is_some_and(|r| !r.is_empty()))
 }
 
-/// Answers the `n` frames received; replies wait in `frames.pending`.
+/// Answers the `n` frames received, stamped `batch_rx_ns` where the program
+/// does not stamp them; replies wait in `frames.pending`.
 fn serve_batch(
     socket: &mut XskSocket,
     served: &Served,
     responder: &mut Responder,
     frames: &mut Frames,
     n: usize,
+    batch_rx_ns: Option<i64>,
     tai: &mut TaiClock,
 ) {
     responder.begin_batch();
     tai.refresh();
     for i in 0..n {
         let (addr, len) = frames.received[i];
-        match serve_frame(socket, served, responder, addr, len, tai) {
+        match serve_frame(socket, served, responder, addr, len, tai, batch_rx_ns) {
             Some(pending) => frames.pending.push(pending),
             None => frames.free.push(chunk_of(addr)),
         }
@@ -222,12 +235,15 @@ fn serve_frame(
     addr: u64,
     len: u32,
     tai: &TaiClock,
+    batch_rx_ns: Option<i64>,
 ) -> Option<Pending> {
     let Some((chunk, data)) = socket.frame_mut(addr, len) else {
         responder.stats().recv_errors.bump();
         return None;
     };
-    let rx_ns = take_stamp(chunk, data).map(|t| tai.to_unix(t));
+    let rx_ns = take_stamp(chunk, data)
+        .map(|t| tai.to_unix(t))
+        .or(batch_rx_ns);
     let frame = &mut chunk[data..];
     let request = match frame::parse(frame) {
         Ok(r) if served.matches(r.destination, r.destination_port) => r,

@@ -13,10 +13,13 @@
 // extension headers, frames longer than 1,536 bytes, NTP mode 6 (control
 // queries), the metrics and control endpoints.
 //
-// A redirected frame carries, in the XDP metadata area just before it, the
-// CLOCK_TAI time the program saw it (struct rx_meta): the receive timestamp,
-// taken before the frame is copied to the socket. bpf_ktime_get_tai_ns needs
-// Linux 6.1.
+// Two programs, the same filter: tachyon_ntp gives a redirected frame, in the
+// XDP metadata area just before it, the CLOCK_TAI time the program saw it
+// (struct rx_meta): the receive timestamp, taken before the frame is copied
+// to the socket (bpf_ktime_get_tai_ns needs Linux 6.1). Some kernels refuse
+// bpf_xdp_adjust_meta to XDP programs altogether; there the loader falls back
+// to tachyon_ntp_plain, which redirects without a stamp, and user space reads
+// the clock when it takes the frames from the ring.
 //
 // Rebuild the committed object with scripts/build-bpf after any change here.
 
@@ -155,8 +158,8 @@ static __always_inline int served_v6(void *ip, void *end, const struct config *c
 	return 1;
 }
 
-SEC("xdp")
-int tachyon_ntp(struct xdp_md *ctx)
+// The filter; `stamp` (a constant in each program) adds the receive stamp.
+static __always_inline int filter(struct xdp_md *ctx, int stamp)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -200,17 +203,31 @@ int tachyon_ntp(struct xdp_md *ctx)
 	// The receive timestamp, in the metadata area. A driver without
 	// metadata support refuses the adjustment: the frame goes without it
 	// and user space reads the clock instead.
-	__u64 now = bpf_ktime_get_tai_ns();
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct rx_meta)) == 0) {
-		struct rx_meta *meta = (void *)(long)ctx->data_meta;
-		if ((void *)(meta + 1) <= (void *)(long)ctx->data) {
-			meta->rx_tai_ns = now;
-			meta->magic = RX_META_MAGIC;
-			meta->reserved = 0;
+	if (stamp) {
+		__u64 now = bpf_ktime_get_tai_ns();
+		if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct rx_meta)) == 0) {
+			struct rx_meta *meta = (void *)(long)ctx->data_meta;
+			if ((void *)(meta + 1) <= (void *)(long)ctx->data) {
+				meta->rx_tai_ns = now;
+				meta->magic = RX_META_MAGIC;
+				meta->reserved = 0;
+			}
 		}
 	}
 	// A queue without a socket passes the frame to the kernel.
 	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+}
+
+SEC("xdp")
+int tachyon_ntp(struct xdp_md *ctx)
+{
+	return filter(ctx, 1);
+}
+
+SEC("xdp")
+int tachyon_ntp_plain(struct xdp_md *ctx)
+{
+	return filter(ctx, 0);
 }
 
 // The kernel takes "Dual MIT/GPL" as GPL-compatible; this file is offered
