@@ -519,15 +519,19 @@ fn no_program_is_left_after_sigterm_or_sigkill() {
 
 /// One exchange's client-measured one-way times on the clock the
 /// namespaces share: (T2 − T1, T4 − T3) in ns, after checking its order
-/// T1 ≤ T2 ≤ T3 ≤ T4.
+/// T1 ≤ T2 ≤ T3 ≤ T4 (T3 to within its estimate's error).
 fn exchange(server: SocketAddr, nonce: u64) -> Option<(i64, i64)> {
     let (reply, t1, t4) = ask(server, nonce)?;
     let h = Header::parse(&reply).unwrap();
     let t2 = ntp_to_unix_ns(h.receive_ts);
     let t3 = ntp_to_unix_ns(h.transmit_ts);
-    // The NTP format's resolution is 0.23 ns; allow 2 ns of rounding.
+    // The NTP format's resolution is 0.23 ns; allow 2 ns of rounding. A
+    // basic reply's T3 is an estimate of its departure (a clock read plus
+    // the learned lead to the driver, off by up to 2 µs at p99 in
+    // docs/benchmarks.md), and the one-way trip on veth is about as short:
+    // it may come after T4 by that much (seen: 383 ns).
     assert!(
-        t1 <= t2 + 2 && t2 <= t3 + 2 && t3 <= t4 + 2,
+        t1 <= t2 + 2 && t2 <= t3 + 2 && t3 <= t4 + 2_000,
         "{server}: {t1} {t2} {t3} {t4}"
     );
     Some((t2 - t1, t4 - t3))
