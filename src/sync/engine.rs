@@ -392,6 +392,17 @@ impl Engine {
                 )
             }),
         };
+        if let Some(i) = innovation.filter(|i| i.reset) {
+            // Rare by design (a wrong driftfile); seen often, it says the
+            // samples are noisier than their delays tell.
+            log::info!(
+                "source {id} {}: frequency belief dropped after two innovations beyond 10σ \
+                 (last {:+.0} µs, σ {:.0} µs)",
+                e.source.addr(),
+                i.value * 1e6,
+                i.variance.sqrt() * 1e6
+            );
+        }
         if !sample.burst {
             let interval = 2f64.powi(e.source.poll() as i32);
             let allowed = e.estimator.allowed_interval(self.config.poll_target_error);

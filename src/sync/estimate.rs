@@ -133,6 +133,9 @@ pub struct Innovation {
     pub variance: f64,
     /// Seconds since the previous sample.
     pub interval: f64,
+    /// This sample and the one before were both beyond `DIVERGENCE_NIS`:
+    /// the frequency belief was dropped.
+    pub reset: bool,
 }
 
 impl Innovation {
@@ -278,7 +281,8 @@ impl Estimator {
         } else {
             0
         };
-        if self.surprises >= 2 {
+        let reset = self.surprises >= 2;
+        if reset {
             // Forget what was believed of the frequency, and of the offset as
             // far as this innovation shows it wrong; the data decide from here.
             self.surprises = 0;
@@ -301,6 +305,7 @@ impl Estimator {
             value: nu,
             variance: s,
             interval,
+            reset,
         })
     }
 
@@ -404,14 +409,17 @@ mod tests {
         // 2 s apart show it plainly.
         let mut e = Estimator::new(Weighting::Delay, WanderConfig::default());
         let mut rng = 3u64;
+        let mut resets = 0;
         for i in 0..8 {
             let t = i as f64 * 2.0;
-            e.add(
+            let innovation = e.add(
                 point(t, 200e-6 * t + 20e-6 * lcg(&mut rng), 0.0002),
                 0.0,
                 1e-6,
             );
+            resets += innovation.is_some_and(|i| i.reset) as u32;
         }
+        assert!(resets >= 1, "the reset is reported");
         let (b, var) = e.frequency(14.0).unwrap();
         assert!((b - 200e-6).abs() < 10e-6, "{} ppm", b * 1e6);
         assert!(
@@ -424,7 +432,8 @@ mod tests {
         let mut right = Estimator::new(Weighting::Delay, WanderConfig::default());
         for i in 0..8 {
             let t = i as f64 * 2.0;
-            right.add(point(t, 2e-6 * lcg(&mut rng), 0.0002), 0.0, 1e-6);
+            let innovation = right.add(point(t, 2e-6 * lcg(&mut rng), 0.0002), 0.0, 1e-6);
+            assert!(!innovation.is_some_and(|i| i.reset));
         }
         let (b, var) = right.frequency(14.0).unwrap();
         assert!(b.abs() < 1e-6 && var.sqrt() <= 1e-6, "{b} {var}");
