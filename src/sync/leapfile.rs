@@ -104,6 +104,28 @@ impl LeapTable {
         self.expires.is_some_and(|e| unix >= e)
     }
 
+    /// What an operator should hear about the table's expiry at `unix`: a
+    /// warning once it has expired (leap seconds then come from the sources'
+    /// leap indicators alone), else when it is good until.
+    pub fn expiry_note(&self, unix: i64) -> Result<String, String> {
+        let Some(expires) = self.expires else {
+            return Ok("no expiry date (#@ line)".to_string());
+        };
+        let date = jiff::Timestamp::from_second(expires).map_or_else(
+            |_| format!("{expires} (Unix)"),
+            |t| t.strftime("%Y-%m-%d").to_string(),
+        );
+        if self.is_expired(unix) {
+            Err(format!(
+                "expired on {date}, {} days ago: leap seconds are taken from the sources' \
+                 leap indicators only; install a current leap-seconds.list (Debian: tzdata)",
+                (unix - expires) / DAY
+            ))
+        } else {
+            Ok(format!("good until {date}"))
+        }
+    }
+
     /// TAI − UTC at `unix`, if the table covers it.
     pub fn tai_offset(&self, unix: i64) -> Option<i32> {
         let at = self.entries.partition_point(|e| e.unix <= unix);
@@ -157,6 +179,18 @@ mod tests {
 
     /// 2017-01-01T00:00:00Z.
     const LEAP_2016: i64 = 1_483_228_800;
+
+    #[test]
+    fn an_expired_table_is_a_warning_with_its_date() {
+        let t = LeapTable::parse(SAMPLE).unwrap();
+        let expires = t.expires().unwrap();
+        assert_eq!(t.expiry_note(expires - 1).unwrap(), "good until 2025-06-28");
+        let warning = t.expiry_note(expires + 10 * DAY + 5).unwrap_err();
+        assert!(
+            warning.starts_with("expired on 2025-06-28, 10 days ago"),
+            "{warning}"
+        );
+    }
 
     #[test]
     fn parses_entries_and_expiry() {

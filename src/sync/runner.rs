@@ -209,11 +209,15 @@ impl Upstreams {
                 .and_then(|t| LeapTable::parse(&t).map_err(|e| e.to_string()))
             {
                 Ok(table) => {
-                    log::info!(
-                        "leapfile {}: {} entries",
-                        path.display(),
-                        table.entries().len()
-                    );
+                    let now = crate::clock::system_unix_ns() / 1_000_000_000;
+                    match table.expiry_note(now) {
+                        Ok(note) => log::info!(
+                            "leapfile {}: {} entries, {note}",
+                            path.display(),
+                            table.entries().len()
+                        ),
+                        Err(warning) => log::warn!("leapfile {}: {warning}", path.display()),
+                    }
                     engine.set_leap_table(Some(table));
                 }
                 Err(e) => log::warn!("leapfile {}: {e}", path.display()),
