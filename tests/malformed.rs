@@ -91,32 +91,48 @@ fn honest_clients_are_served_through_hostile_traffic() {
         }
         sent
     });
-    // Honest clients from their own (unlimited) addresses, one query each.
-    let mut answered = 0;
+    // Honest clients from their own (unlimited) addresses, one query each,
+    // asked once more after a second without an answer, as real clients do:
+    // the flood can fill the socket's receive queue, and the kernel then
+    // drops whatever arrives, an honest request included (counted in
+    // socket_drops).
+    let (mut answered, mut retried) = (0, 0);
     for i in 0..300u32 {
         let addr = format!("127.0.6.{}", 1 + i % 250);
         let s = UdpSocket::bind((addr.as_str(), 0)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-        let n = nonce();
-        s.send_to(&request(4, n), server).unwrap();
-        let mut buf = [0u8; 128];
-        if let Ok((len, _)) = s.recv_from(&mut buf) {
-            let h = Header::parse(&buf[..len]).unwrap();
-            assert_eq!(h.origin_ts.to_bits(), n);
-            assert_eq!(h.stratum, 2);
-            answered += 1;
+        for attempt in 0..2 {
+            let n = nonce();
+            s.send_to(&request(4, n), server).unwrap();
+            let mut buf = [0u8; 128];
+            if let Ok((len, _)) = s.recv_from(&mut buf) {
+                let h = Header::parse(&buf[..len]).unwrap();
+                assert_eq!(h.origin_ts.to_bits(), n);
+                assert_eq!(h.stratum, 2);
+                answered += 1;
+                break;
+            }
+            retried += (attempt == 0) as u32;
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let hostile_sent = hostile.join().unwrap();
     assert!(daemon.is_running());
     let log = daemon.stop();
-    eprintln!("hostile datagrams sent {hostile_sent}; honest answered {answered}/300");
+    eprintln!(
+        "hostile datagrams sent {hostile_sent}; honest answered {answered}/300, \
+         {retried} after a second try"
+    );
     assert!(
         hostile_sent > 1000,
         "the hostile sender ran: {hostile_sent}"
     );
     assert_eq!(answered, 300, "{log}");
+    // A first try goes unanswered only where the kernel dropped requests.
+    assert!(
+        retried == 0 || summary_count(&log, "socket_drops") > 0,
+        "{retried} honest requests lost with no kernel drop: {log}"
+    );
     assert!(summary_count(&log, "malformed") > 0, "{log}");
 }
 
@@ -149,8 +165,13 @@ fn broadcast_requests_are_not_answered() {
         );
         let log = daemon.stop();
         assert_eq!(summary_count(&log, "not_unicast"), 1, "{backend}: {log}");
-        // The start-up probe only.
-        assert_eq!(summary_count(&log, "answered"), 1, "{backend}: {log}");
+        // Everything else was the start-up probe (sent again when a busy
+        // machine answered it late), and answered.
+        assert_eq!(
+            summary_count(&log, "answered") + 1,
+            summary_count(&log, "received"),
+            "{backend}: {log}"
+        );
         assert_eq!(summary_count(&log, "send_errors"), 0, "{backend}: {log}");
     }
 }

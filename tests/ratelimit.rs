@@ -224,11 +224,12 @@ fn chronyd_client_backs_off_after_a_kod() {
         // The probe, one answer, one KoD, then silence; without obeying the
         // KoD, iburst keeps going: 5 requests in 9 s. A request over the limit
         // is answered anyway 1 time in 2^8 (leak), and the client polls once
-        // more after such an answer.
+        // more after such an answer. A busy machine may answer the probe
+        // late, and the probe is sent again: one more.
         let leaked = summary_count(&log, "leaked");
         assert!(kods >= 1, "{backend}: {log}");
         assert!(
-            received <= 3 + leaked,
+            received <= 4 + leaked,
             "{backend}: {received} requests: the client did not back off\n{stderr}"
         );
     }
