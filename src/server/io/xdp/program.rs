@@ -153,12 +153,7 @@ impl Attached {
                 false
             }
         };
-        let name = if stamps { PROGRAM } else { PROGRAM_PLAIN };
-        let program: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("the XDP object has no program {name}"))?
-            .try_into()
-            .map_err(|e| explain("the XDP object", e))?;
+        let program = xdp_program(&mut ebpf, if stamps { PROGRAM } else { PROGRAM_PLAIN })?;
         let attach = |program: &mut Xdp, mode: AttachMode| {
             let flags = match mode {
                 AttachMode::Native => XdpFlags::DRV_MODE,
@@ -195,14 +190,19 @@ impl Attached {
     }
 }
 
-/// Loads the program `name` into the kernel (the verifier runs here).
-fn load(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
-    let program: &mut Xdp = ebpf
-        .program_mut(name)
+/// The XDP program `name` of the object.
+fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, String> {
+    ebpf.program_mut(name)
         .ok_or_else(|| format!("the XDP object has no program {name}"))?
         .try_into()
-        .map_err(|e| explain("the XDP object", e))?;
-    program.load().map_err(|e| explain(name, e))
+        .map_err(|e| explain("the XDP object", e))
+}
+
+/// Loads the program `name` into the kernel (the verifier runs here).
+fn load(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
+    xdp_program(ebpf, name)?
+        .load()
+        .map_err(|e| explain(name, e))
 }
 
 /// The verifier's verdict: the last line of its log before its statistics.
