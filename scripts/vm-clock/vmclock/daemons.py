@@ -13,6 +13,7 @@ from .guest import Guest
 
 TACHYOND_LOG = "/tmp/tachyond.log"
 CHRONYD_LOG = "/tmp/chronyd.log"
+CHRONYD_LOGDIR = "/tmp/chrony"
 
 
 class Daemon:
@@ -97,12 +98,23 @@ class Chronyd(Daemon):
             "cmdport 0",
             "bindcmdaddress /",
             "pidfile /run/chronyd.pid",
+            # Its per-sample view, to set beside tachyond's debug log.
+            f"logdir {CHRONYD_LOGDIR}",
+            "log measurements statistics tracking",
         ]
         return "\n".join(lines) + "\n"
 
     def command(self) -> str:
         # -d: stay in the foreground (backgrounded by the shell), log to stderr.
-        return f"/usr/sbin/chronyd -d -u root -f {self.config_path}"
+        return f"mkdir -p {CHRONYD_LOGDIR}; /usr/sbin/chronyd -d -u root -f {self.config_path}"
+
+    def log_text(self) -> str:
+        """Its log, then its measurements, statistics and tracking logs."""
+        return self.guest.run(
+            f"cat {self.log}; for f in {CHRONYD_LOGDIR}/*.log; do echo \"== $f\"; cat \"$f\"; done",
+            timeout=60,
+            check=False,
+        )
 
 
 DAEMONS = {"tachyond": Tachyond, "chronyd": Chronyd}
