@@ -13,7 +13,7 @@
  * whatever the daemon under test is doing (stopped, unsynchronized, killed).
  * After the header comes one line of text read right after T3: the three clocks
  * (realtime, monotonic, monotonic raw, ns) and adjtimex (tick, freq, status,
- * maxerror, esterror, state). realtime - monotonic changes only on a step or a
+ * maxerror, esterror, tai, state). realtime - monotonic changes only on a step or a
  * leap second; realtime - raw is the sum of every frequency correction and
  * step. Build: gcc -O2 -static -o probe probe.c
  */
@@ -75,9 +75,10 @@ static int state_line(char *out, size_t len)
     int state = adjtimex(&tx);
     return snprintf(out, len,
                     "real=%lld mono=%lld raw=%lld tick=%ld freq=%ld status=%d maxerror=%ld "
-                    "esterror=%ld state=%d\n",
+                    "esterror=%ld tai=%d state=%d\n",
                     (long long)real, (long long)mono, (long long)raw, (long)tx.tick,
-                    (long)tx.freq, tx.status, (long)tx.maxerror, (long)tx.esterror, state);
+                    (long)tx.freq, tx.status, (long)tx.maxerror, (long)tx.esterror, tx.tai,
+                    state);
 }
 
 static int serve(const char *address, int port)

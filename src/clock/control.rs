@@ -40,6 +40,9 @@ pub struct ClockStatus {
     pub est_error: f64,
     /// Maximum error, seconds (the root distance).
     pub max_error: f64,
+    /// TAI − UTC, seconds, from a leap table that covers now (`None`
+    /// without one: the kernel's value is then left alone).
+    pub tai_offset: Option<i32>,
 }
 
 /// The clock the engine disciplines.

@@ -23,6 +23,8 @@ pub struct Adjustment {
     pub status: i32,
     pub maxerror_us: i64,
     pub esterror_us: i64,
+    /// ADJ_TAI's value (TAI − UTC).
+    pub constant: i64,
 }
 
 impl Adjustment {
@@ -35,6 +37,7 @@ impl Adjustment {
             status: 0,
             maxerror_us: 0,
             esterror_us: 0,
+            constant: 0,
         }
     }
 
@@ -60,8 +63,9 @@ impl Adjustment {
     }
 
     /// Kernel status for other programs: STA_UNSYNC while unsynchronized,
-    /// leap bits, and error estimates (µs, capped at the kernel's 16 s).
-    pub fn status(status: &ClockStatus) -> Self {
+    /// leap bits, error estimates (µs, capped at the kernel's 16 s), and the
+    /// TAI offset when `tai` is given (for CLOCK_TAI).
+    pub fn status(status: &ClockStatus, tai: Option<i32>) -> Self {
         let mut bits = if status.synchronized {
             0
         } else {
@@ -73,11 +77,16 @@ impl Adjustment {
             _ => {}
         }
         let us = |s: f64| ((s * 1e6).round() as i64).clamp(0, 16_000_000);
+        let mut modes = libc::ADJ_STATUS | libc::ADJ_MAXERROR | libc::ADJ_ESTERROR;
+        if tai.is_some() {
+            modes |= libc::ADJ_TAI;
+        }
         Adjustment {
-            modes: libc::ADJ_STATUS | libc::ADJ_MAXERROR | libc::ADJ_ESTERROR,
+            modes,
             status: bits,
             maxerror_us: us(status.max_error),
             esterror_us: us(status.est_error),
+            constant: tai.map_or(0, i64::from),
             ..Adjustment::empty()
         }
     }
@@ -94,6 +103,7 @@ fn adjtime(adj: &Adjustment) -> Result<libc::timex, ClockError> {
     tx.status = adj.status;
     tx.maxerror = adj.maxerror_us as _;
     tx.esterror = adj.esterror_us as _;
+    tx.constant = adj.constant as _;
     // SAFETY: `tx` is a valid, initialised timex that outlives the call.
     let r = unsafe { libc::clock_adjtime(libc::CLOCK_REALTIME, &mut tx) };
     if r < 0 {
@@ -105,6 +115,11 @@ fn adjtime(adj: &Adjustment) -> Result<libc::timex, ClockError> {
 /// The host clock, disciplined through the kernel.
 pub struct SystemClock {
     frequency_ppm: f64,
+    /// The TAI offset last handed to the kernel. Sent again only when the
+    /// leap table's value changes: the kernel adds the inserted second to
+    /// it by itself, and the table, read at 23:59:60, still gives the old
+    /// value, which must not undo that.
+    tai_sent: Option<i32>,
 }
 
 impl SystemClock {
@@ -113,6 +128,7 @@ impl SystemClock {
         let tx = adjtime(&Adjustment::empty())?;
         Ok(SystemClock {
             frequency_ppm: tx.freq as f64 / PPM_SCALE,
+            tai_sent: None,
         })
     }
 }
@@ -142,7 +158,12 @@ impl ClockControl for SystemClock {
     }
 
     fn set_status(&mut self, status: &ClockStatus) -> Result<(), ClockError> {
-        adjtime(&Adjustment::status(status)).map(|_| ())
+        let tai = status.tai_offset.filter(|&t| Some(t) != self.tai_sent);
+        adjtime(&Adjustment::status(status, tai))?;
+        if tai.is_some() {
+            self.tai_sent = tai;
+        }
+        Ok(())
     }
 }
 
@@ -169,21 +190,34 @@ mod tests {
 
     #[test]
     fn status_bits() {
-        let unsync = Adjustment::status(&ClockStatus {
-            synchronized: false,
-            leap: LeapIndicator::NoWarning,
-            est_error: 0.001,
-            max_error: 100.0,
-        });
+        let unsync = Adjustment::status(
+            &ClockStatus {
+                synchronized: false,
+                leap: LeapIndicator::NoWarning,
+                est_error: 0.001,
+                max_error: 100.0,
+                tai_offset: None,
+            },
+            None,
+        );
         assert_eq!(unsync.status, libc::STA_UNSYNC);
         assert_eq!(unsync.maxerror_us, 16_000_000);
-        let leap = Adjustment::status(&ClockStatus {
-            synchronized: true,
-            leap: LeapIndicator::InsertSecond,
-            est_error: 0.000_05,
-            max_error: 0.02,
-        });
+        let leap = Adjustment::status(
+            &ClockStatus {
+                synchronized: true,
+                leap: LeapIndicator::InsertSecond,
+                est_error: 0.000_05,
+                max_error: 0.02,
+                tai_offset: Some(36),
+            },
+            Some(36),
+        );
         assert_eq!(leap.status, libc::STA_INS);
         assert_eq!((leap.esterror_us, leap.maxerror_us), (50, 20_000));
+        // The TAI offset goes out with ADJ_TAI in `constant`; without one
+        // the kernel's is left alone.
+        assert_ne!(leap.modes & libc::ADJ_TAI, 0);
+        assert_eq!(leap.constant, 36);
+        assert_eq!(unsync.modes & libc::ADJ_TAI, 0);
     }
 }

@@ -219,6 +219,8 @@ pub struct Engine {
     applied_frequency_sd: Option<f64>,
     leap: LeapIndicator,
     leap_table: Option<LeapTable>,
+    /// TAI − UTC from the leap table, for the kernel.
+    tai_offset: Option<i32>,
     last_status: Option<ClockStatus>,
     /// A sample arrived since the last clock update.
     new_sample: bool,
@@ -256,6 +258,7 @@ impl Engine {
             applied_frequency_sd: config.initial_frequency_ppm.map(|_| DRIFTFILE_FREQUENCY_SD),
             leap: LeapIndicator::NoWarning,
             leap_table: None,
+            tai_offset: None,
             last_status: None,
             new_sample: false,
             dirty: false,
@@ -511,7 +514,9 @@ impl Engine {
             }
         }
         self.evaluate_sync(now);
-        self.leap = self.current_leap(clock.now());
+        let served_now = clock.now();
+        self.leap = self.current_leap(served_now);
+        self.tai_offset = self.current_tai_offset(served_now);
         let status = self.clock_status();
         if self.last_status != Some(status) {
             // Sent at a change of any field (a new jitter at a poll, too), not
@@ -556,6 +561,17 @@ impl Engine {
         self.synchronized = synchronized;
     }
 
+    /// TAI − UTC now, from a leap table that has not expired (past it, a
+    /// leap second the table does not know of may have happened).
+    fn current_tai_offset(&self, served_now: NtpTimestamp) -> Option<i32> {
+        let table = self.leap_table.as_ref()?;
+        let (unix, _) = served_now.to_unix_near(ERA_PIVOT_UNIX);
+        if table.is_expired(unix) {
+            return None;
+        }
+        table.tai_offset(unix)
+    }
+
     fn current_leap(&self, served_now: NtpTimestamp) -> LeapIndicator {
         if let Some(table) = &self.leap_table {
             let (unix, _) = served_now.to_unix_near(ERA_PIVOT_UNIX);
@@ -588,6 +604,7 @@ impl Engine {
             },
             est_error: self.jitter,
             max_error: self.system.root_delay / 2.0 + self.system.root_dispersion,
+            tai_offset: self.tai_offset,
         }
     }
 

@@ -319,6 +319,15 @@ def scenario4(track: Track, timing: Timing, bars: dict) -> Row:
         bool(announce) and all(p.leap == 1 for p in announce),
         f"{sum(p.leap == 1 for p in announce)} of {len(announce)} answers",
     )
+    # The leap table also gives the kernel TAI - UTC (CLOCK_TAI): 36 s before
+    # this leap, 37 s after (the kernel adds the inserted second itself).
+    tai_before = {p.state.get("tai") for p in before if p.state and p.t >= start + 30}
+    tai_after = {p.state.get("tai") for p in track.window(leap_host + 10, end) if p.state}
+    row.check(
+        "kernel TAI offset 36 s before the leap, 37 s after",
+        tai_before == {36} and tai_after == {37},
+        f"before {sorted(tai_before, key=str)}, after {sorted(tai_after, key=str)}",
+    )
     late = track.window(leap_host + 10, end)
     row.check(
         "LI 0 served and STA_INS cleared after",

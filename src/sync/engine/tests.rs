@@ -138,11 +138,23 @@ fn leap_table_overrides_sources() {
         .set_leap_table(Some(LeapTable::parse(&text).unwrap()));
     sim.run_until(600.0);
     assert_eq!(sim.engine.system_info().leap, LeapIndicator::InsertSecond);
+    // The kernel gets TAI − UTC from the table: 36 until the leap, 37 after.
+    let tai = |sim: &Sim| sim.statuses.last().and_then(|s| s.1.tai_offset);
+    assert_eq!(tai(&sim), Some(36));
+    sim.run_until(45_400.0);
+    assert_eq!(tai(&sim), Some(37));
+    assert_eq!(sim.engine.system_info().leap, LeapIndicator::NoWarning);
+    // An expired table says nothing of it.
+    let text = format!("#@ {}\n{} 37\n", ntp + 600, ntp - 86_400 * 400);
+    sim.engine
+        .set_leap_table(Some(LeapTable::parse(&text).unwrap()));
+    sim.run_until(47_600.0);
+    assert_eq!(tai(&sim), None);
     // A table with nothing scheduled wins over the sources' bits.
     let text = format!("#@ {}\n{} 37\n", ntp + 86_400 * 30, ntp - 86_400 * 400);
     sim.engine
         .set_leap_table(Some(LeapTable::parse(&text).unwrap()));
-    sim.run_until(1200.0);
+    sim.run_until(49_800.0);
     assert_eq!(sim.engine.system_info().leap, LeapIndicator::NoWarning);
 }
 
