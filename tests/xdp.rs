@@ -528,10 +528,12 @@ fn exchange(server: SocketAddr, nonce: u64) -> Option<(i64, i64)> {
     // The NTP format's resolution is 0.23 ns; allow 2 ns of rounding. A
     // basic reply's T3 is an estimate of its departure (a clock read plus
     // the learned lead to the driver, off by up to 2 µs at p99 in
-    // docs/benchmarks.md), and the one-way trip on veth is about as short:
-    // it may come after T4 by that much (seen: 383 ns).
+    // docs/benchmarks.md, more when a reply leaves faster than the lead
+    // learned on a busy machine), and the one-way trip on veth is about as
+    // short: it may come after T4 (seen: 383 ns, and 2.2 µs during a CI
+    // build). 10 µs still catches a T3 from the wrong clock or scale.
     assert!(
-        t1 <= t2 + 2 && t2 <= t3 + 2 && t3 <= t4 + 2_000,
+        t1 <= t2 + 2 && t2 <= t3 + 2 && t3 <= t4 + 10_000,
         "{server}: {t1} {t2} {t3} {t4}"
     );
     Some((t2 - t1, t4 - t3))

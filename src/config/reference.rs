@@ -32,7 +32,7 @@ pub const DIRECTIVES: &[DirectiveDoc] = &[
     DirectiveDoc {
         name: "leapfile",
         synopsis: "leapfile PATH",
-        description: "An IETF/NIST leap-seconds.list: announces leap seconds to clients and the kernel.",
+        description: "An IETF/NIST leap-seconds.list: announces leap seconds to clients and the kernel, and with clock system gives the kernel TAI - UTC (CLOCK_TAI). Used until the expiry date on its #@ line (logged at start); past it the leap indicator comes from the upstreams.",
     },
     DirectiveDoc {
         name: "restrict",
