@@ -210,12 +210,9 @@ pub struct Engine {
     last_selection: Option<f64>,
     last_offset: f64,
     jitter: f64,
-    /// Standard deviation of the discipline's frequency (dimensionless): the
-    /// prior for a source's first sample.
-    frequency_sd: f64,
-    /// Standard deviation of the frequency the clock runs on: the last
-    /// estimate applied, the driftfile's, or `None` while it is the kernel's
-    /// own, unmeasured one.
+    /// Standard deviation (dimensionless) of the frequency the clock runs
+    /// on: the last estimate applied, the driftfile's, or `None` while it is
+    /// the kernel's own, unmeasured one. See [`Engine::frequency_sd`].
     applied_frequency_sd: Option<f64>,
     leap: LeapIndicator,
     leap_table: Option<LeapTable>,
@@ -250,11 +247,6 @@ impl Engine {
             last_selection: None,
             last_offset: 0.0,
             jitter: 0.0,
-            frequency_sd: if config.initial_frequency_ppm.is_some() {
-                DRIFTFILE_FREQUENCY_SD
-            } else {
-                PRIOR_FREQUENCY_SD
-            },
             applied_frequency_sd: config.initial_frequency_ppm.map(|_| DRIFTFILE_FREQUENCY_SD),
             leap: LeapIndicator::NoWarning,
             leap_table: None,
@@ -363,7 +355,7 @@ impl Engine {
         now: f64,
     ) -> Result<Sample, Reject> {
         let prior = self.discipline.base_frequency();
-        let prior_sd = self.frequency_sd;
+        let prior_sd = self.frequency_sd();
         let phase = |t: f64| self.discipline.phase_at(t);
         let Some(e) = self.entries.iter_mut().find(|e| e.id == id) else {
             return Err(Reject::UnknownSource);
@@ -482,11 +474,11 @@ impl Engine {
                     });
                     if frequency.is_some() {
                         self.applied_frequency_sd = Some(estimate.frequency_var.sqrt());
-                    } else if estimate.frequency.is_some() {
+                    } else if let Some(held) = estimate.frequency {
                         log::debug!(
                             "frequency estimate {:+.3} ± {:.3} ppm too vague to apply; \
                              the clock stays at {:+.3} ppm",
-                            estimate.frequency.unwrap_or(0.0) * 1e6,
+                            held * 1e6,
                             estimate.frequency_var.sqrt() * 1e6,
                             self.discipline.base_frequency() * 1e6
                         );
@@ -502,21 +494,15 @@ impl Engine {
                         }
                     }
                     self.last_offset = estimate.offset;
-                    if estimate.frequency.is_some() {
-                        self.frequency_sd = estimate
-                            .frequency_var
-                            .sqrt()
-                            .clamp(MIN_FREQUENCY_SD, PRIOR_FREQUENCY_SD);
-                    }
                     self.set_system(now, &estimate, clock.now());
                     done = Some(update);
                 }
             }
         }
         self.evaluate_sync(now);
-        let served_now = clock.now();
-        self.leap = self.current_leap(served_now);
-        self.tai_offset = self.current_tai_offset(served_now);
+        let (unix_now, _) = clock.now().to_unix_near(ERA_PIVOT_UNIX);
+        self.leap = self.current_leap(unix_now);
+        self.tai_offset = self.current_tai_offset(unix_now);
         let status = self.clock_status();
         if self.last_status != Some(status) {
             // Sent at a change of any field (a new jitter at a poll, too), not
@@ -563,18 +549,16 @@ impl Engine {
 
     /// TAI − UTC now, from a leap table that has not expired (past it, a
     /// leap second the table does not know of may have happened).
-    fn current_tai_offset(&self, served_now: NtpTimestamp) -> Option<i32> {
+    fn current_tai_offset(&self, unix: i64) -> Option<i32> {
         let table = self.leap_table.as_ref()?;
-        let (unix, _) = served_now.to_unix_near(ERA_PIVOT_UNIX);
         if table.is_expired(unix) {
             return None;
         }
         table.tai_offset(unix)
     }
 
-    fn current_leap(&self, served_now: NtpTimestamp) -> LeapIndicator {
+    fn current_leap(&self, unix: i64) -> LeapIndicator {
         if let Some(table) = &self.leap_table {
-            let (unix, _) = served_now.to_unix_near(ERA_PIVOT_UNIX);
             if let Some(li) = table.leap_indicator(unix) {
                 return li;
             }
@@ -837,7 +821,15 @@ impl Engine {
     /// How uncertain that frequency is, ppm (one standard deviation): the
     /// prior's until the sources have measured it.
     pub fn frequency_sd_ppm(&self) -> f64 {
-        self.frequency_sd * 1e6
+        self.frequency_sd() * 1e6
+    }
+
+    /// The standard deviation of the clock's frequency, within
+    /// [0.01, 100] ppm: also the prior of a source's first sample.
+    fn frequency_sd(&self) -> f64 {
+        self.applied_frequency_sd.map_or(PRIOR_FREQUENCY_SD, |sd| {
+            sd.clamp(MIN_FREQUENCY_SD, PRIOR_FREQUENCY_SD)
+        })
     }
 
     pub fn system_peer(&self) -> Option<SourceId> {
